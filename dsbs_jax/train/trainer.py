@@ -1,0 +1,380 @@
+"""The embedded trainer: `train(TrainConfig) -> final metrics`, T5X's finetuning loop without T5X.
+
+    from dsbs_jax.train.trainer import TrainConfig, train
+    metrics = train(TrainConfig(mixture_or_task_name="cqa_dsbs_gold", model_dir="/tmp/run",
+                                task_feature_lengths={"inputs": 512, "targets": 256}, train_steps=10_000))
+    metrics["eval/cqa_label_gold/accuracy"], metrics["final_loss"]
+
+The loop: build the mesh and the sharded state (fresh, from INITIAL_CHECKPOINT_PATH via
+`checkpoints.load_pretrained`, or resumed from the newest complete orbax checkpoint in
+`model_dir`), stream SeqIO batches (resuming at the saved position), run the jitted step, log to
+TensorBoard (`clu.metric_writers`) and `{model_dir}/metrics.jsonl`, evaluate with
+`seqio.Evaluator` every `eval_period` steps and at the end, checkpoint every `checkpoint_period`.
+Side effects live here; the step itself is pure (`train_step.py`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import gin
+import jax
+import numpy as np
+
+from dsbs_jax.models import network
+from dsbs_jax.models.config import T5Config, t5_1_1_config
+from dsbs_jax.train import checkpointing, evaluation, input_pipeline, optimizers, train_state, train_step
+from dsbs_jax.train.losses import LossConfig
+
+log = logging.getLogger(__name__)
+
+_MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training (and evaluation) job. Gin binds it from T5X-named macros (gin/runs/finetune.gin).
+
+    Attributes:
+      mixture_or_task_name: SeqIO mixture/task to train on (MIXTURE_OR_TASK_NAME).
+      task_feature_lengths: {"inputs": n, "targets": m} (TASK_FEATURE_LENGTHS).
+      model_dir: checkpoints, metrics.jsonl, TensorBoard events (MODEL_DIR).
+      train_steps: total optimizer steps, including those of a resumed run (TRAIN_STEPS).
+      batch_size: global batch size in rows (BATCH_SIZE); packed rows hold several examples.
+      model: the student's T5Config (MODEL_SIZE picks a t5_1_1 size in gin).
+      dropout_rate: overrides `model.dropout_rate` when not None (DROPOUT_RATE).
+      loss_mode, alpha, z_loss, label_smoothing, loss_normalizing_factor: see `losses.LossConfig`.
+      optimizer, learning_rate, lr_schedule, warmup_steps, grad_clip_norm, weight_decay: see
+        `optimizers.OptimizerConfig` (None = the optimizer's own default).
+      num_microbatches: gradient accumulation slices per batch.
+      mesh_shape: (data, model) device mesh; -1 in one entry takes the remaining devices.
+      seed: parameter init, dropout and data order.
+      pack: pack examples into rows (mixture mode; PACK).
+      use_cached_tasks: read SeqIO's offline cache (USE_CACHED_TASKS; False for local runs).
+      initial_checkpoint_path: T5X or HF checkpoint to start from (INITIAL_CHECKPOINT_PATH).
+      checkpoint_period: steps between checkpoints (and one at the end).
+      keep_checkpoints: keep this many (None: all) (KEEP_CHECKPOINTS).
+      best_metric: keep the best by this eval metric, e.g. "eval/cqa_label_gold/accuracy".
+      eval_period: steps between evaluations (None/0: only at the end; -1: never) (EVAL_PERIOD).
+      eval_tasks: label tasks to evaluate; empty = derived from the training task name.
+      eval_split, eval_batch_size, max_decode_length, eval_num_examples: see `evaluation.EvalConfig`.
+      log_period: steps between metric writes.
+      async_checkpointing: write checkpoints in the background.
+      progress_bar: show a tqdm bar.
+    """
+
+    mixture_or_task_name: str
+    task_feature_lengths: Mapping[str, int]
+    model_dir: str
+    train_steps: int
+    batch_size: int = 64
+    model: T5Config = dataclasses.field(default_factory=lambda: t5_1_1_config("small"))
+    dropout_rate: Optional[float] = None
+    loss_mode: str = "mixture"
+    alpha: float = 0.5
+    z_loss: float = 1e-4
+    label_smoothing: float = 0.0
+    loss_normalizing_factor: Optional[Any] = None
+    optimizer: str = "adafactor"
+    learning_rate: Optional[float] = None
+    lr_schedule: Optional[str] = None
+    warmup_steps: int = 0
+    grad_clip_norm: Optional[float] = None
+    weight_decay: float = 0.0
+    num_microbatches: int = 1
+    mesh_shape: Tuple[int, int] = (-1, 1)
+    seed: int = 0
+    pack: bool = True
+    use_cached_tasks: bool = False
+    initial_checkpoint_path: Optional[str] = None
+    checkpoint_period: int = 1000
+    keep_checkpoints: Optional[int] = None
+    best_metric: Optional[str] = None
+    eval_period: Optional[int] = None
+    eval_tasks: Sequence[str] = ()
+    eval_split: str = "validation"
+    eval_batch_size: int = 32
+    max_decode_length: int = 64
+    eval_num_examples: Optional[int] = None
+    log_period: int = 10
+    async_checkpointing: bool = True
+    progress_bar: bool = True
+
+    def __post_init__(self):
+        _check_types(self)
+        if self.train_steps < 0 or self.batch_size <= 0:
+            raise ValueError(f"TrainConfig: train_steps={self.train_steps} must be >= 0 and batch_size="
+                             f"{self.batch_size} > 0 (gin: TRAIN_STEPS, BATCH_SIZE).")
+        if self.batch_size % max(self.num_microbatches, 1):
+            raise ValueError(f"TrainConfig: batch_size={self.batch_size} is not divisible by "
+                             f"num_microbatches={self.num_microbatches} (gin: NUM_MICROBATCHES).")
+        self.loss_config()  # validates loss fields
+        self.optimizer_config()
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(mode=self.loss_mode, alpha=self.alpha, z_loss=self.z_loss,
+                          label_smoothing=self.label_smoothing,
+                          loss_normalizing_factor=self.loss_normalizing_factor)
+
+    def optimizer_config(self) -> optimizers.OptimizerConfig:
+        return optimizers.OptimizerConfig(
+            name=self.optimizer, learning_rate=self.learning_rate, schedule=self.lr_schedule,
+            warmup_steps=self.warmup_steps, grad_clip_norm=self.grad_clip_norm, weight_decay=self.weight_decay)
+
+    def model_config(self) -> T5Config:
+        return self.model if self.dropout_rate is None else self.model.replace(dropout_rate=self.dropout_rate)
+
+
+# field -> accepted types (bool is excluded from int fields explicitly below).
+_FIELD_TYPES = {
+    "mixture_or_task_name": (str,), "model_dir": (str,), "train_steps": (int,), "batch_size": (int,),
+    "model": (T5Config,), "dropout_rate": (float, int, type(None)), "loss_mode": (str,), "alpha": (float, int),
+    "z_loss": (float, int), "label_smoothing": (float, int), "optimizer": (str,),
+    "learning_rate": (float, int, type(None)), "num_microbatches": (int,), "seed": (int,), "pack": (bool,),
+    "use_cached_tasks": (bool,), "initial_checkpoint_path": (str, type(None)), "checkpoint_period": (int,),
+    "keep_checkpoints": (int, type(None)), "eval_period": (int, type(None)), "max_decode_length": (int,),
+    "eval_batch_size": (int,), "task_feature_lengths": (Mapping,), "mesh_shape": (tuple, list),
+    "eval_tasks": (tuple, list), "log_period": (int,),
+}
+
+
+def _check_types(config: TrainConfig) -> None:
+    for name, types in _FIELD_TYPES.items():
+        value = getattr(config, name)
+        bad = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        if bad:
+            expected = " or ".join(t.__name__ for t in types)
+            raise TypeError(f"TrainConfig.{name}: expected {expected}, found {type(value).__name__} {value!r}.")
+    for key, value in dict(config.task_feature_lengths).items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"TrainConfig.task_feature_lengths[{key!r}]: expected int, found {value!r}.")
+
+
+def maybe_initialize_distributed() -> None:
+    """`jax.distributed.initialize()` when a multi-host launcher's environment is present."""
+    multi = any(os.environ.get(k) for k in _MULTIHOST_ENV)
+    multi |= int(os.environ.get("JAX_NUM_PROCESSES", os.environ.get("SLURM_NTASKS", "1")) or 1) > 1
+    multi |= "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    if multi and not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+
+
+class _MetricsLog:
+    """TensorBoard (clu) plus `{model_dir}/metrics.jsonl`; only process 0 writes."""
+
+    def __init__(self, model_dir: str):
+        from clu import metric_writers
+
+        self._primary = jax.process_index() == 0
+        self._writer = metric_writers.create_default_writer(model_dir, just_logging=not self._primary)
+        self._jsonl = open(os.path.join(model_dir, "metrics.jsonl"), "a") if self._primary else None
+
+    def write(self, step: int, scalars: Mapping[str, float]) -> None:
+        scalars = {k: float(v) for k, v in scalars.items()}
+        self._writer.write_scalars(step, scalars)
+        if self._jsonl:
+            self._jsonl.write(json.dumps({"step": step, **scalars}, sort_keys=True) + "\n")
+            self._jsonl.flush()
+
+    def close(self) -> None:
+        self._writer.flush()
+        self._writer.close()
+        if self._jsonl:
+            self._jsonl.close()
+
+
+def _create_mesh(shape: Sequence[int]):
+    from dsbs_jax.models import partitioning
+
+    data, model = (int(s) for s in shape)
+    return partitioning.create_mesh(data, model), partitioning.STANDARD_LOGICAL_AXIS_RULES
+
+
+def _check_vocab(config: TrainConfig, model_config: T5Config) -> Any:
+    """The task's output vocabulary; errors if the model's embedding is too small for it."""
+    task = input_pipeline.get_mixture_or_task(config.mixture_or_task_name)
+    vocab = task.output_features["targets"].vocabulary
+    if vocab.vocab_size > model_config.vocab_size:
+        raise ValueError(
+            f"The vocabulary of {config.mixture_or_task_name!r} has {vocab.vocab_size} ids but the model's "
+            f"vocab_size is {model_config.vocab_size}; set T5Config.vocab_size >= {vocab.vocab_size} "
+            "(gin: VOCAB_SIZE).")
+    return vocab
+
+
+def _write_run_config(config: TrainConfig, model_config: T5Config, vocab: Any, eval_tasks: Sequence[str]) -> None:
+    """`{model_dir}/dsbs_run.json`: what `dsbs predict`/`dsbs eval` need to rebuild the model."""
+    if jax.process_index() != 0:
+        return
+    record = {
+        "model": dataclasses.asdict(model_config),
+        "vocabulary": {"sentencepiece_model_file": getattr(vocab, "sentencepiece_model_file", None),
+                       "extra_ids": getattr(vocab, "extra_ids", 0)},
+        "mixture_or_task_name": config.mixture_or_task_name,
+        "task_feature_lengths": dict(config.task_feature_lengths),
+        "eval_tasks": list(eval_tasks),
+        "loss_mode": config.loss_mode,
+        "max_decode_length": config.max_decode_length,
+    }
+    path = os.path.join(config.model_dir, "dsbs_run.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def _initial_state(config: TrainConfig, model_config: T5Config, tx, shardings, ckpt: checkpointing.Checkpointer,
+                   template) -> Tuple[train_state.TrainState, int]:
+    """(state, batches already consumed): resumed, pretrained or fresh, in that order of preference."""
+    if ckpt.latest_step() is not None:
+        state, data_state = ckpt.restore(template)
+        log.info("Resumed from %s step %d", ckpt.directory, int(state.step))
+        return state, int(data_state.get("batches_consumed", int(state.step)))
+    if config.initial_checkpoint_path:
+        from dsbs_jax.models import checkpoints
+
+        try:
+            params, _ = checkpoints.load_pretrained(config.initial_checkpoint_path, model_config)
+        except (OSError, ValueError, KeyError) as e:
+            raise checkpointing.CheckpointError(
+                f"INITIAL_CHECKPOINT_PATH={config.initial_checkpoint_path!r} cannot be loaded as a T5X or "
+                f"Hugging Face checkpoint: {type(e).__name__}: {e}. Fix --gin.INITIAL_CHECKPOINT_PATH "
+                "(or set it to None to train from scratch).") from e
+        return train_state.state_from_params(network.unbox_params(params), tx, shardings), 0
+    rng = jax.random.PRNGKey(config.seed)
+    return train_state.init_state_sharded(lambda: network.init_params(model_config, rng), tx, shardings), 0
+
+
+def _global_batch(local: Mapping[str, np.ndarray], sharding) -> Dict[str, jax.Array]:
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
+
+
+def train(config: TrainConfig) -> Dict[str, Any]:
+    """Trains (or resumes) and evaluates; returns the final metrics.
+
+    Returns:
+      {"step", "final_loss" (loss of the last step), "loss" (mean over the last log window),
+       "eval": {task: {metric: value}}, "eval/{task}/{metric}": value, ..., "steps_per_s",
+       "tokens_per_s", "model_dir"}.
+    """
+    maybe_initialize_distributed()
+    os.makedirs(config.model_dir, exist_ok=True)
+    model_config = config.model_config()
+    loss_config = config.loss_config()
+    vocab = _check_vocab(config, model_config)
+    eval_tasks = tuple(config.eval_tasks) or evaluation.label_tasks_for(config.mixture_or_task_name)
+    _write_run_config(config, model_config, vocab, eval_tasks)
+
+    mesh, rules = _create_mesh(config.mesh_shape)
+    tx = optimizers.make_optimizer(config.optimizer_config(), config.train_steps)
+    boxed = network.abstract_params(model_config)
+    shardings = train_state.state_shardings(tx, boxed, mesh, rules)
+    template = train_state.abstract_state(tx, boxed, shardings)
+    ckpt = checkpointing.Checkpointer(
+        os.path.join(config.model_dir, "checkpoints"), max_to_keep=config.keep_checkpoints,
+        best_metric=config.best_metric, async_save=config.async_checkpointing)
+    state, consumed = _initial_state(config, model_config, tx, shardings, ckpt, template)
+    start_step = int(state.step)
+
+    metrics_log = _MetricsLog(config.model_dir)
+    results: Dict[str, Any] = {"model_dir": config.model_dir}
+    try:
+        if start_step < config.train_steps:
+            state, loop_results = _train_loop(config, model_config, loss_config, mesh, rules, shardings, state,
+                                              consumed, ckpt, metrics_log, eval_tasks)
+            results.update(loop_results)
+        elif config.eval_period is None or config.eval_period >= 0:
+            log.info("Checkpoint step %d >= TRAIN_STEPS=%d: evaluating only.", start_step, config.train_steps)
+            eval_results = _make_evaluator(config, model_config, eval_tasks).evaluate(
+                lambda: state.params, start_step)
+            metrics_log.write(start_step, evaluation.flatten_metrics(eval_results))
+            results["eval"] = eval_results
+        results["step"] = int(state.step)
+        results.update(evaluation.flatten_metrics(results.get("eval", {})))
+        return results
+    finally:
+        metrics_log.close()
+        ckpt.close()
+
+
+def _make_evaluator(config: TrainConfig, model_config: T5Config, eval_tasks: Sequence[str]) -> evaluation.Evaluator:
+    return evaluation.Evaluator(
+        evaluation.EvalConfig(tasks=tuple(eval_tasks), split=config.eval_split, batch_size=config.eval_batch_size,
+                              max_decode_length=config.max_decode_length, num_examples=config.eval_num_examples),
+        model_config, log_dir=os.path.join(config.model_dir, "inference_eval"))
+
+
+def _train_loop(config: TrainConfig, model_config: T5Config, loss_config: LossConfig, mesh, rules, shardings,
+                state, consumed: int, ckpt: checkpointing.Checkpointer, metrics_log: _MetricsLog,
+                eval_tasks: Sequence[str]) -> Tuple[train_state.TrainState, Dict[str, Any]]:
+    from tqdm import tqdm
+
+    data = input_pipeline.BatchIterator(input_pipeline.DataConfig(
+        mixture_or_task_name=config.mixture_or_task_name, task_feature_lengths=config.task_feature_lengths,
+        batch_size=config.batch_size, seed=config.seed, pack=config.pack and loss_config.mode == "mixture",
+        paired=loss_config.mode == "paired", use_cached=config.use_cached_tasks), start=consumed)
+    step_fn = train_step.make_train_step(
+        network.Transformer(model_config), loss_config, shardings, mesh, rules,
+        num_microbatches=config.num_microbatches, dropout_seed=config.seed,
+        enable_dropout=model_config.dropout_rate > 0)
+    b_sharding = train_step.batch_sharding(mesh)
+    evaluator = None
+    start = int(state.step)
+    window: list = []
+    tokens_total, t0 = 0.0, time.time()
+    last_loss = last_window_loss = float("nan")
+    last_eval = None
+    bar = tqdm(total=config.train_steps, initial=start, desc="train", unit="step",
+               disable=not config.progress_bar or jax.process_index() != 0, dynamic_ncols=True)
+    for step in range(start + 1, config.train_steps + 1):
+        local = next(data)
+        tokens_total += float(sum(np.count_nonzero(v) for k, v in local.items()
+                                  if k.endswith("encoder_input_tokens") or k.endswith("decoder_target_tokens")))
+        state, metrics = step_fn(state, _global_batch(local, b_sharding))
+        window.append(metrics)
+        if step % config.log_period == 0 or step == config.train_steps:
+            host = jax.device_get(window)
+            window = []
+            last_loss = float(host[-1]["loss"])
+            elapsed = max(time.time() - t0, 1e-9)
+            scalars = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
+            last_window_loss = scalars["loss"]
+            scalars.update({"steps_per_s": (step - start) / elapsed, "tokens_per_s": tokens_total / elapsed,
+                            "learning_rate": float(optimizers.learning_rate_schedule(
+                                config.optimizer_config(), config.train_steps)(step - 1))})
+            metrics_log.write(step, scalars)
+            bar.set_postfix(loss=f"{scalars['loss']:.4g}", steps_s=f"{scalars['steps_per_s']:.2f}",
+                            tok_s=f"{scalars['tokens_per_s']:.0f}")
+            if not np.isfinite(last_loss):
+                raise FloatingPointError(f"Loss is {last_loss} at step {step}; lower --gin.LEARNING_RATE or "
+                                         "check the data.")
+        bar.update(1)
+        eval_metrics = None
+        final = step == config.train_steps
+        if _eval_due(config, step, final):
+            evaluator = evaluator or _make_evaluator(config, model_config, eval_tasks)
+            last_eval = evaluator.evaluate(lambda: state.params, step)
+            eval_metrics = evaluation.flatten_metrics(last_eval)
+            metrics_log.write(step, eval_metrics)
+            bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in eval_metrics.items()))
+        if step % config.checkpoint_period == 0 or final:
+            ckpt.save(state, data.state(), metrics=eval_metrics)
+    bar.close()
+    elapsed = max(time.time() - t0, 1e-9)
+    out = {"final_loss": last_loss, "loss": last_window_loss,
+           "steps_per_s": (config.train_steps - start) / elapsed, "tokens_per_s": tokens_total / elapsed}
+    if last_eval is not None:
+        out["eval"] = last_eval
+    return state, out
+
+
+def _eval_due(config: TrainConfig, step: int, final: bool) -> bool:
+    """Eval every `eval_period` steps and at the end; a negative period disables evaluation."""
+    period = config.eval_period
+    if period is not None and period < 0:
+        return False
+    return final or bool(period and step % period == 0)

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Generates teacher rationales on a TPU VM slice, one shard per host, then merges the shards.
+#
+#   launch/rationales_tpu.sh --name dsbs-v4-32 --zone us-central2-b --project my-proj \
+#     --num_hosts 4 --dataset cqa --split train --data_root gs://my-bucket/dsbs/data \
+#     -- --backend jax --teacher_checkpoint gs://my-bucket/teacher
+#
+# Host i runs `dsbs rationales ... --num_shards NUM_HOSTS --shard_index i` (all hosts at once,
+# each over its share of the inputs, resumable); the last step merges the shards into
+# {data_root}/{dataset}/ and writes the manifest. Flags after `--` go to `dsbs rationales`
+# (teacher backend, model, sampling; see `dsbs rationales --help`). Using the paper's PaLM
+# rationales instead needs no TPU: `dsbs import --format release` (docs/tpu.md).
+# Expected runtime: (inputs / NUM_HOSTS) x the teacher's time per output; not measured.
+# shellcheck disable=SC2153  # upper-case flag variables are assigned by flag() in common.sh
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+tpu_flags
+flag num_hosts "" "hosts in the slice (v4-8, v5litepod-8: 1; v4-32: 4; v5litepod-32: 8)"
+flag dataset "" "dataset name, e.g. cqa"
+flag split "train" "split to annotate"
+flag data_root "" "gs:// data root holding {dataset}/ (\$DSBS_DATA_ROOT on the workers)"
+flag remote_dir "dsbs-jax" "where launch/setup_tpu.sh installed the project (relative to the worker's home)"
+parse_flags "$@"
+require name zone project num_hosts dataset split data_root remote_dir
+require_gs data_root
+[[ $NUM_HOSTS =~ ^[1-9][0-9]*$ ]] || die "--num_hosts must be a positive integer, found '$NUM_HOSTS'"
+require_tools gcloud
+
+common=(dsbs rationales --dataset "$DATASET" --split "$SPLIT" --data_root "$DATA_ROOT" --num_shards "$NUM_HOSTS")
+pids=()
+for ((host = 0; host < NUM_HOSTS; host++)); do
+  # One ssh per worker, in parallel: the shard index is the worker number.
+  tpu_ssh "$host" "$(remote_prelude); $(quote_cmd "${common[@]}" --shard_index "$host" "${EXTRA_ARGS[@]}")" &
+  pids+=($!)
+  ((DRY_RUN)) && wait "${pids[-1]}"  # keep the printed commands in host order
+done
+failed=0
+for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+((failed == 0)) || die "a shard failed; re-run the same command: finished examples are skipped"
+tpu_ssh 0 "$(remote_prelude); $(quote_cmd "${common[@]}" --merge)"

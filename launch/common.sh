@@ -90,7 +90,15 @@ parse_flags() {
       -h|--help) usage; exit 0 ;;
       --dry_run|--dry_run=true) DRY_RUN=1 ;;
       --dry_run=false) DRY_RUN=0 ;;
-      --) shift; EXTRA_ARGS=("$@"); break ;;
+      --)
+        shift
+        EXTRA_ARGS=("$@")
+        local arg
+        for arg in "$@"; do
+          [[ $arg != --dry_run* ]] || die "--dry_run after '--' would go to the remote program; put it before '--'"
+        done
+        break
+        ;;
       --*=*) _set_flag "${1%%=*}" "${1#*=}" ;;
       --*)
         if _is_bool "$1"; then
@@ -191,6 +199,6 @@ remote_prelude() {
 # Flags that every TPU script shares.
 tpu_flags() {
   flag name "" "TPU VM (and queued resource) name"
-  flag zone "" "zone, e.g. us-central2-b (v4) or us-west4-a (v5e)"
+  flag zone "" "zone that offers the accelerator type, e.g. us-central2-b for v4 (gcloud compute tpus accelerator-types list --zone Z)"
   flag project "" "GCP project id"
 }

@@ -86,7 +86,7 @@ def trained():
         return optax.apply_updates(params, updates), opt_state
 
     opt_state = opt.init(params)
-    for rng in jax.random.split(jax.random.PRNGKey(1), 80):
+    for rng in jax.random.split(jax.random.PRNGKey(1), 60):
         params, opt_state = train_step(params, opt_state, rng)
     return params
 
@@ -96,8 +96,9 @@ def test_cached_steps_match_full_forward(params):
     dec_in = jnp.pad(jax.random.randint(jax.random.PRNGKey(1), (6, 7), 2, 64), ((0, 0), (1, 0)))
     full = _full_logits(params, CFG, enc, dec_in)
     encode, init_cache, step = decoding._decoder_fns(CFG)
+    step = jax.jit(step, static_argnums=(5,))
     encoded = encode(params, enc)
-    cache = init_cache(params, encoded, enc, dec_in.shape[1])
+    cache = jax.jit(init_cache, static_argnums=(3,))(params, encoded, enc, dec_in.shape[1])
     for t in range(dec_in.shape[1]):
         logits, cache = step(params, cache, encoded, enc, dec_in[:, t], dec_in.shape[1])
         np.testing.assert_allclose(logits, full[:, t], atol=1e-5, rtol=1e-5)

@@ -1,4 +1,6 @@
 """The T5 v1.1 network: T5X's parameter tree, masking, packing and dropout on a tiny config."""
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -51,8 +53,15 @@ def params():
     return network.unbox_params(network.init_params(CFG, jax.random.PRNGKey(0)))
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_apply(cfg):
+    model = network.Transformer(cfg)
+    return jax.jit(lambda params, kw: model.apply({"params": params}, **kw, enable_dropout=False))
+
+
 def _apply(params, cfg=CFG, **kw):
-    return network.Transformer(cfg).apply({"params": params}, **{"enable_dropout": False, **kw})
+    """Deterministic forward pass -> logits `[batch, target_len, vocab]` (jitted per config)."""
+    return _jitted_apply(cfg)(params, kw)
 
 
 def _batch(rng, batch=2, inp=7, tgt=5, vocab=CFG.vocab_size):
@@ -64,13 +73,13 @@ def _batch(rng, batch=2, inp=7, tgt=5, vocab=CFG.vocab_size):
 
 
 def test_param_tree_matches_t5x_layout():
-    got = _flat_shapes(network.init_params(CFG))
+    got = _flat_shapes(network.abstract_params(CFG))
     assert got == _expected_tree(16, 2, 8, 32, 64, 32, 2, 2)
     assert got["encoder/layers_1/mlp/wi_1/kernel"] == (16, 32)
     assert got["decoder/layers_1/encoder_decoder_attention/out/kernel"] == (16, 16)
 
     tied = CFG.replace(logits_via_embedding=True, num_encoder_layers=1, num_decoder_layers=3)
-    assert _flat_shapes(network.init_params(tied)) == _expected_tree(16, 2, 8, 32, 64, 32, 1, 3, logits_dense=False)
+    assert _flat_shapes(network.abstract_params(tied)) == _expected_tree(16, 2, 8, 32, 64, 32, 1, 3, logits_dense=False)
 
     t5_small = network.abstract_params(T5Config())
     shapes = _flat_shapes(t5_small)
@@ -79,7 +88,7 @@ def test_param_tree_matches_t5x_layout():
 
 
 def test_params_carry_t5x_logical_axes_and_float32():
-    boxed = network.init_params(CFG.replace(dtype="bfloat16"))
+    boxed = network.abstract_params(CFG.replace(dtype="bfloat16"))
     specs = traverse_util.flatten_dict(nn.get_partition_spec(boxed), sep="/")
     P = jax.sharding.PartitionSpec
     assert specs["token_embedder/embedding"] == P("vocab", "embed")
@@ -110,12 +119,17 @@ def test_logits_shape_dtype_and_encode_decode_split(params):
     assert logits.shape == (2, 5, 64) and logits.dtype == jnp.float32
     assert bool(jnp.all(jnp.isfinite(logits)))
     model = network.Transformer(CFG)
-    encoded = model.apply({"params": params}, batch["encoder_input_tokens"], enable_dropout=False,
-                          method=network.Transformer.encode)
+
+    @jax.jit
+    def split(params, batch):
+        encoded = model.apply({"params": params}, batch["encoder_input_tokens"], enable_dropout=False,
+                              method=network.Transformer.encode)
+        return encoded, model.apply({"params": params}, encoded, batch["encoder_input_tokens"],
+                                    batch["decoder_input_tokens"], batch["decoder_target_tokens"],
+                                    enable_dropout=False, method=network.Transformer.decode)
+
+    encoded, via_split = split(params, batch)
     assert encoded.shape == (2, 7, 16)
-    via_split = model.apply({"params": params}, encoded, batch["encoder_input_tokens"],
-                            batch["decoder_input_tokens"], batch["decoder_target_tokens"],
-                            enable_dropout=False, method=network.Transformer.decode)
     np.testing.assert_allclose(via_split, logits, atol=1e-6)
 
     bf16 = _apply(params, cfg=CFG.replace(dtype="bfloat16"), **batch)
@@ -197,12 +211,13 @@ def test_dropout_on_and_off(params):
     cfg = CFG.replace(dropout_rate=0.3)
     batch = _batch(jax.random.PRNGKey(6))
     model = network.Transformer(cfg)
-    off1 = model.apply({"params": params}, **batch, enable_dropout=False)
-    off2 = model.apply({"params": params}, **batch, enable_dropout=False)
+    off1 = _apply(params, cfg=cfg, **batch)
+    off2 = _apply(params, cfg=cfg, **batch)
     np.testing.assert_array_equal(off1, off2)
     np.testing.assert_allclose(off1, _apply(params, **batch), atol=1e-6)  # rate unused when off
-    on = lambda seed: model.apply({"params": params}, **batch, enable_dropout=True,  # noqa: E731
-                                  rngs={"dropout": jax.random.PRNGKey(seed)})
+    on_jit = jax.jit(lambda rng: model.apply({"params": params}, **batch, enable_dropout=True,
+                                             rngs={"dropout": rng}))
+    on = lambda seed: on_jit(jax.random.PRNGKey(seed))  # noqa: E731
     np.testing.assert_array_equal(on(0), on(0))
     assert float(jnp.abs(on(0) - on(1)).max()) > 1e-3
     assert float(jnp.abs(on(0) - off1).max()) > 1e-3
@@ -217,8 +232,9 @@ def test_logits_via_embedding_uses_scaled_embedding():
     logits = _apply(params, cfg=cfg, **batch)
     assert logits.shape == (2, 5, 64)
     # Logits are the final decoder states against the embedding table, scaled by 1/sqrt(emb_dim).
-    _, state = network.Transformer(cfg).apply({"params": params}, **batch, enable_dropout=False,
-                                              capture_intermediates=True, mutable=["intermediates"])
+    _, state = jax.jit(lambda p: network.Transformer(cfg).apply(
+        {"params": p}, **batch, enable_dropout=False, capture_intermediates=True,
+        mutable=["intermediates"]))(params)
     final = state["intermediates"]["decoder"]["decoder_norm"]["__call__"][0]
     expected = final @ params["token_embedder"]["embedding"].T / np.sqrt(16)
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)

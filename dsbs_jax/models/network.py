@@ -34,6 +34,7 @@ Dropout follows T5X: masks are broadcast along the length axis (`broadcast_dims=
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -268,15 +269,21 @@ def init_params(config: T5Config, rng: Optional[jax.Array] = None, input_len: in
     Parameter shapes do not depend on `input_len`/`target_len`; they only size the dummy batch.
     """
     rng = jax.random.PRNGKey(0) if rng is None else rng
+    return _jitted_init(config, input_len, target_len)(rng)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_init(config: T5Config, input_len: int, target_len: int):
+    # Jitted: eager op-by-op init of a large tree is many times slower.
     enc = jnp.ones((1, input_len), jnp.int32)
     dec = jnp.ones((1, target_len), jnp.int32)
-    variables = Transformer(config).init({"params": rng}, enc, dec, dec, enable_dropout=False)
-    return variables["params"]
+    model = Transformer(config)
+    return jax.jit(lambda rng: model.init({"params": rng}, enc, dec, dec, enable_dropout=False)["params"])
 
 
 def abstract_params(config: T5Config) -> Any:
     """Boxed `jax.ShapeDtypeStruct` tree of the params (no computation); for shardings/restores."""
-    return jax.eval_shape(lambda rng: init_params(config, rng), jax.random.PRNGKey(0))
+    return jax.eval_shape(_jitted_init(config, 8, 8), jax.random.PRNGKey(0))
 
 
 def unbox_params(params: Any) -> Any:

@@ -49,6 +49,20 @@ def model_config_from_record(record: Dict[str, Any]) -> T5Config:
     return T5Config(**fields)
 
 
+def _single_device_target(ckptr: Any, path: pathlib.Path) -> Any:
+    """Restore target placing every array on this host's first device.
+
+    Training may have run on a mesh with another device count; inference restores unsharded.
+    """
+    import jax
+
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    meta = ckptr.metadata(path)
+    meta = getattr(meta, "item_metadata", meta)
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), dict(meta),
+                        is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+
+
 def load_for_inference(path: str, *, step: Optional[int] = None,
                        model: Optional[T5Config] = None) -> Tuple[Any, T5Config, Dict[str, Any]]:
     """(plain host params, model config, run record ({} for foreign checkpoints)) from `path`.
@@ -69,7 +83,7 @@ def load_for_inference(path: str, *, step: Optional[int] = None,
         config = model or model_config_from_record(record)
         try:
             with ocp.StandardCheckpointer() as ckptr:
-                tree = ckptr.restore(step_dir / "state")
+                tree = ckptr.restore(step_dir / "state", _single_device_target(ckptr, step_dir / "state"))
         except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types
             raise CheckpointError(f"Checkpoint {step_dir} cannot be read: {type(e).__name__}: {e}. Pick an "
                                   "earlier step (--step) or re-run training.") from e

@@ -189,9 +189,18 @@ class _MetricsLog:
 
 
 def _create_mesh(shape: Sequence[int]):
+    """(mesh, logical rules) for MESH_SHAPE = (data, model); one -1 entry takes the remaining devices."""
     from dsbs_jax.models import partitioning
 
     data, model = (int(s) for s in shape)
+    n = jax.device_count()
+    if data == -1 and model == -1:
+        raise ValueError(f"MESH_SHAPE={tuple(shape)}: at most one entry may be -1 (gin: MESH_SHAPE).")
+    if data == -1 or model == -1:
+        known = model if data == -1 else data
+        if known <= 0 or n % known:
+            raise ValueError(f"MESH_SHAPE={tuple(shape)}: {n} devices are not divisible by {known} (gin: MESH_SHAPE).")
+        data, model = (n // known, model) if data == -1 else (data, n // known)
     return partitioning.create_mesh(data, model), partitioning.STANDARD_LOGICAL_AXIS_RULES
 
 

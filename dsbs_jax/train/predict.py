@@ -1,0 +1,157 @@
+"""`dsbs predict`: labels (and the student's own rationales) for a JSONL file from a checkpoint.
+
+    dsbs predict --checkpoint /tmp/cqa_run --input questions.jsonl --output preds.jsonl --rationale
+
+Each output line is the input record plus `prediction` (the decoded `predict: ` output) and, with
+`--rationale`, `rationale` (the decoded `explain: ` output), in input order. The checkpoint is a
+`dsbs train` MODEL_DIR (its `dsbs_run.json` names the model size and vocabulary) or a T5X/HF
+checkpoint together with `--vocabulary`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+LABEL_PREFIX = "predict: "
+RATIONALE_PREFIX = "explain: "
+
+
+class PredictError(ValueError):
+    """Bad input file or arguments; the message names the file/line and the fix."""
+
+
+def read_jsonl(path: str, input_field: str) -> List[Dict[str, Any]]:
+    """Records of `path`, each checked to have a string `input_field`."""
+    if not os.path.isfile(path):
+        raise PredictError(f"--input {path}: no such file.")
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise PredictError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}).") from None
+            if not isinstance(record, dict) or not isinstance(record.get(input_field), str):
+                found = sorted(record) if isinstance(record, dict) else type(record).__name__
+                raise PredictError(f"{path}:{n}: expected an object with a string field {input_field!r}, found "
+                                   f"{found}; pick the field with --input_field.")
+            records.append(record)
+    if not records:
+        raise PredictError(f"--input {path} has no records.")
+    return records
+
+
+def _encode(vocab: Any, texts: Sequence[str], max_len: int) -> np.ndarray:
+    """int32 [n, max_len]: ids + EOS (1), truncated like SeqIO's append_eos_after_trim, 0-padded."""
+    rows = np.zeros((len(texts), max_len), np.int32)
+    for i, text in enumerate(texts):
+        ids = list(vocab.encode(text))[: max_len - 1] + [1]
+        rows[i, : len(ids)] = ids
+    return rows
+
+
+def generate_texts(params: Any, model_config: Any, vocab: Any, texts: Sequence[str], *, batch_size: int,
+                   max_input_length: int, max_decode_length: int, desc: str = "decode") -> List[str]:
+    """Greedy-decodes each text; returns decoded strings in order."""
+    from tqdm import tqdm
+
+    from dsbs_jax.models import decoding
+
+    out: List[str] = []
+    for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch"):
+        chunk = list(texts[start:start + batch_size])
+        inputs = _encode(vocab, chunk + [""] * (batch_size - len(chunk)), max_input_length)
+        tokens = np.asarray(decoding.generate(params, model_config, inputs, method="greedy",
+                                              max_decode_length=max_decode_length))
+        for row in tokens[: len(chunk)].tolist():
+            row = row[: row.index(1)] if 1 in row else row
+            out.append(vocab.decode([t for t in row if t > 0]))
+    return out
+
+
+def _vocabulary(record: Dict[str, Any], override: Optional[str]) -> Any:
+    import seqio
+
+    spec = record.get("vocabulary") or {}
+    path = override or spec.get("sentencepiece_model_file")
+    if not path:
+        raise PredictError("No vocabulary: the checkpoint has no dsbs_run.json naming one; pass --vocabulary "
+                           "path/to/sentencepiece.model.")
+    return seqio.SentencePieceVocabulary(path, extra_ids=int(spec.get("extra_ids") or 0))
+
+
+def predict(checkpoint: str, records: Sequence[Dict[str, Any]], *, input_field: str = "input",
+            rationale: bool = False, batch_size: int = 32, max_decode_length: Optional[int] = None,
+            max_input_length: Optional[int] = None, step: Optional[int] = None,
+            vocabulary: Optional[str] = None, label_prefix: str = LABEL_PREFIX,
+            rationale_prefix: str = RATIONALE_PREFIX) -> List[Dict[str, Any]]:
+    """`records` with `prediction` (and `rationale`) added."""
+    from dsbs_jax.train import inference
+
+    params, model_config, record = inference.load_for_inference(checkpoint, step=step)
+    vocab = _vocabulary(record, vocabulary)
+    lengths = record.get("task_feature_lengths") or {}
+    max_in = max_input_length or int(lengths.get("inputs", 512))
+    max_dec = max_decode_length or int(record.get("max_decode_length", 64))
+    texts = [r[input_field] for r in records]
+    labels = generate_texts(params, model_config, vocab, [label_prefix + t for t in texts], batch_size=batch_size,
+                            max_input_length=max_in, max_decode_length=max_dec, desc="labels")
+    out = [{**r, "prediction": p} for r, p in zip(records, labels)]
+    if rationale:
+        rationales = generate_texts(params, model_config, vocab, [rationale_prefix + t for t in texts],
+                                    batch_size=batch_size, max_input_length=max_in,
+                                    max_decode_length=int(lengths.get("targets", max_dec)), desc="rationales")
+        out = [{**r, "rationale": x} for r, x in zip(out, rationales)]
+    return out
+
+
+def write_jsonl(path: str, records: Iterable[Dict[str, Any]]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="dsbs predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="`dsbs train` MODEL_DIR or T5X/HF checkpoint")
+    parser.add_argument("--input", required=True, help="JSONL file, one object per line")
+    parser.add_argument("--output", required=True, help="JSONL file to write")
+    parser.add_argument("--rationale", action="store_true", help="also generate the student's rationale")
+    parser.add_argument("--input_field", default="input", help="field holding the formatted input x")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--max_decode_length", type=int, default=None, help="default: the run's (64)")
+    parser.add_argument("--max_input_length", type=int, default=None, help="default: the run's inputs length")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    parser.add_argument("--vocabulary", default=None, help="SentencePiece model (default: the run's)")
+    parser.add_argument("--label_prefix", default=LABEL_PREFIX,
+                        help="task prefix of the label task ('' for standard-finetuning students)")
+    parser.add_argument("--rationale_prefix", default=RATIONALE_PREFIX)
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    from dsbs_jax.train.checkpointing import CheckpointError
+
+    try:
+        records = read_jsonl(args.input, args.input_field)
+        out = predict(args.checkpoint, records, input_field=args.input_field, rationale=args.rationale,
+                      batch_size=args.batch_size, max_decode_length=args.max_decode_length,
+                      max_input_length=args.max_input_length, step=args.step, vocabulary=args.vocabulary,
+                      label_prefix=args.label_prefix, rationale_prefix=args.rationale_prefix)
+    except (PredictError, CheckpointError) as e:
+        print(f"dsbs predict: error: {e}", file=sys.stderr)
+        return 2
+    write_jsonl(args.output, out)
+    print(f"dsbs predict: wrote {len(out)} records to {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

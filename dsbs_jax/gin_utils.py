@@ -21,7 +21,7 @@ import importlib
 import os
 import pathlib
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import gin
 
@@ -96,45 +96,48 @@ def _resolve(path: str, search_paths: Sequence[str]) -> Optional[str]:
     return None
 
 
-def _all_files(files: Sequence[str], search_paths: Sequence[str]) -> List[str]:
-    """The given gin files and everything they include, resolved, in parse order."""
-    out: List[str] = []
+def _walk(files: Sequence[str], search_paths: Sequence[str]) -> Iterator[Tuple[str, int, str]]:
+    """(file, line number, line) of the gin files in gin's evaluation order (includes inline)."""
+    seen: set = set()
 
-    def visit(path: str) -> None:
+    def visit(path: str) -> Iterator[Tuple[str, int, str]]:
         resolved = _resolve(path, search_paths)
-        if resolved is None or resolved in out:
+        if resolved is None or resolved in seen:
             return
-        out.append(resolved)
-        for line in pathlib.Path(resolved).read_text().splitlines():
+        seen.add(resolved)
+        for n, line in enumerate(pathlib.Path(resolved).read_text().splitlines(), 1):
             m = re.match(r"\s*include\s+['\"]([^'\"]+)['\"]", line)
             if m:
-                visit(m.group(1))
+                yield from visit(m.group(1))
+            else:
+                yield resolved, n, line
 
     for f in files:
-        visit(f)
-    return out
+        yield from visit(f)
 
 
 def binding_locations(files: Sequence[str], bindings: Sequence[str],
                       search_paths: Sequence[str] = ()) -> Dict[str, List[str]]:
-    """`NAME` (macro or `Configurable.param`) -> where it is assigned ("file:line" or "flag ...")."""
+    """`NAME` (macro or `Configurable.param`) -> where it is assigned, in order ("file:line" or "flag ...").
+
+    The last entry is the one gin uses (flags come after files).
+    """
     locations: Dict[str, List[str]] = {}
     pattern = re.compile(r"^\s*([\w.]+(?:/[\w.]+)?)\s*=")
     block = None
-    for path in _all_files(files, search_paths):
-        for n, line in enumerate(pathlib.Path(path).read_text().splitlines(), 1):
-            if re.match(r"^[\w./]+:\s*(#.*)?$", line):
-                block = line.split(":")[0].strip()
-                continue
-            m = pattern.match(line)
-            if not m:
-                if line.strip() and not line.startswith((" ", "\t")):
-                    block = None
-                continue
-            name = m.group(1)
-            if line.startswith((" ", "\t")) and block:
-                name = f"{block}.{name}"
-            locations.setdefault(name, []).append(f"{path}:{n}")
+    for path, n, line in _walk(files, search_paths):
+        if re.match(r"^[\w./]+:\s*(#.*)?$", line):
+            block = line.split(":")[0].strip()
+            continue
+        m = pattern.match(line)
+        if not m:
+            if line.strip() and not line.startswith((" ", "\t", "#")):
+                block = None
+            continue
+        name = m.group(1)
+        if line.startswith((" ", "\t")) and block:
+            name = f"{block}.{name}"
+        locations.setdefault(name, []).append(f"{path}:{n}")
     for b in bindings:
         m = pattern.match(b)
         if m:
@@ -164,9 +167,10 @@ def parse(args: GinArgs, *, module_macro: str = "MIXTURE_OR_TASK_MODULE") -> Non
         if _resolve(f, args.search_paths) is None:
             raise GinConfigError(f"--gin_file={f}: no such file (searched ., {', '.join(args.search_paths)} "
                                  f"and {GIN_DIR}); pass --gin_search_path to add a directory.")
+    files = [os.path.abspath(_resolve(f, args.search_paths)) for f in args.files]
     gin.clear_config()
     try:
-        gin.parse_config_files_and_bindings(args.files, args.bindings, finalize_config=False, skip_unknown=True)
+        gin.parse_config_files_and_bindings(files, args.bindings, finalize_config=False, skip_unknown=True)
         module = gin.query_parameter(f"%{module_macro}")
     except (ValueError, KeyError):
         module = None
@@ -181,7 +185,7 @@ def parse(args: GinArgs, *, module_macro: str = "MIXTURE_OR_TASK_MODULE") -> Non
                                  "name or its PYTHONPATH.") from e
     gin.clear_config()
     try:
-        gin.parse_config_files_and_bindings(args.files, args.bindings, finalize_config=False)
+        gin.parse_config_files_and_bindings(files, args.bindings, finalize_config=False)
     except Exception as e:  # noqa: BLE001
         raise GinConfigError(f"Bad gin config: {e}. Files: {list(args.files)}, bindings: {list(args.bindings)}.") from e
     defined, used = _defined_and_used_macros()
@@ -211,11 +215,10 @@ def explain_type_error(error: Exception, field_to_macro_prefix: str, args: GinAr
     where = [loc for name, loc_list in locs.items() if name.endswith(f"{field_to_macro_prefix}.{field}")
              for loc in loc_list]
     macro = None
-    for path in _all_files(args.files, args.search_paths):
-        for line in pathlib.Path(path).read_text().splitlines():
-            mm = re.match(rf"\s+{field}\s*=\s*%(\w+)", line)
-            if mm:
-                macro = mm.group(1)
+    for _, _, line in _walk(args.files, args.search_paths):
+        mm = re.match(rf"\s+{field}\s*=\s*%(\w+)", line)
+        if mm:
+            macro = mm.group(1)
     if macro and macro in locs:
         where = locs[macro]
         return f"{error} Set by {macro} at {where[-1]}; fix it there or override with --gin.{macro}=..."

@@ -179,11 +179,11 @@ def _brute_force_best(params, cfg, enc_row, length, alpha):
 @pytest.mark.parametrize("alpha", [0.0, 0.6])
 def test_wide_beam_is_exact_search(alpha):
     """With 2*beams >= vocab**length no hypothesis is ever pruned: beam == exhaustive search."""
-    cfg = CFG.replace(vocab_size=6)
+    cfg = CFG.replace(vocab_size=4)
     p = network.unbox_params(network.init_params(cfg, jax.random.PRNGKey(1)))
-    enc = _inputs(7, batch=2, vocab=6)
+    enc = _inputs(7, batch=2, vocab=4)
     length = 3
-    beam = np.array(decoding.generate(p, cfg, enc, method="beam", num_beams=6 ** length // 2, alpha=alpha,
+    beam = np.array(decoding.generate(p, cfg, enc, method="beam", num_beams=4 ** length // 2, alpha=alpha,
                                       max_decode_length=length))
     greedy = np.array(decoding.generate(p, cfg, enc, method="greedy", max_decode_length=length))
     beam_lp = np.array(_seq_log_probs(p, cfg, enc, beam))

@@ -78,3 +78,16 @@ def test_logical_to_mesh_sharding_from_specs_and_boxes():
     from_boxes = partitioning.logical_to_mesh_sharding(network.abstract_params(CFG), mesh)
     assert from_boxes["decoder"]["layers_0"]["self_attention"]["out"]["kernel"].spec == P("model", None)
     assert "token_embedder/embedding: P('model', None)" in partitioning.describe(from_boxes)
+
+
+def test_generate_with_sharded_params_matches_unsharded():
+    from dsbs_jax.models import decoding
+
+    boxed = network.init_params(CFG, jax.random.PRNGKey(2))
+    mesh = partitioning.create_mesh(4, 2)
+    enc = jax.random.randint(jax.random.PRNGKey(3), (8, 10), 2, 128)
+    expected = decoding.generate(network.unbox_params(boxed), CFG, enc, method="greedy", max_decode_length=5)
+    sharded = partitioning.shard_params(boxed, mesh)
+    got = decoding.generate(sharded, CFG, jax.device_put(enc, partitioning.batch_sharding(mesh)),
+                            method="greedy", max_decode_length=5)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))

@@ -31,7 +31,7 @@ def _pair(rng, batch, in_len, tgt_len, lengths):
 
 @pytest.fixture(scope="module")
 def params():
-    return network.unbox_params(network.init_params(CFG, jax.random.PRNGKey(1)))
+    return network.unbox_params(jax.jit(lambda rng: network.init_params(CFG, rng))(jax.random.PRNGKey(1)))
 
 
 def _np_token_losses(logits, targets, z_loss, label_smoothing=0.0):
@@ -51,9 +51,14 @@ def _np_token_losses(logits, targets, z_loss, label_smoothing=0.0):
     return ce + z_loss * log_z ** 2
 
 
+@jax.jit
+def _apply(params, enc, dec_in, dec_tgt):
+    return MODEL.apply({"params": params}, enc, dec_in, dec_tgt, enable_dropout=False)
+
+
 def _logits(params, batch, prefix=""):
-    return np.asarray(MODEL.apply({"params": params}, **{k: batch[prefix + k] for k in (
-        "encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")}, enable_dropout=False))
+    return np.asarray(_apply(params, *(batch[prefix + k] for k in (
+        "encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens"))))
 
 
 def _step_loss(params, batch, config, num_microbatches=1):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Optional, Tuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax.core import meta
@@ -146,7 +145,9 @@ def _beam_loop(params, config, encoder_input_tokens, alpha, *, max_len: int, bea
         top_lp, top_idx = lax.top_k(cand.reshape(batch, beams * vocab), 2 * beams)
         src_beam, new_tok = top_idx // vocab, top_idx % vocab
         top_seqs = gather(live_seqs, src_beam).at[:, :, i + 1].set(new_tok)
-        is_eos = new_tok == eos_id
+        # Candidates extending a filler beam (score ~NEG_INF) never count as finished; they only
+        # reach the top 2*beams when beams*vocab is small.
+        is_eos = (new_tok == eos_id) & (top_lp > NEG_INF / 2)
 
         # Live set: best `beams` candidates that did not just end.
         _, keep = lax.top_k(top_lp + is_eos * NEG_INF, beams)

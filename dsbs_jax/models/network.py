@@ -192,8 +192,11 @@ class Transformer(nn.Module):
         self.decoder = Decoder(config=cfg, shared_embedding=self.shared_embedding)
 
     def encode(self, encoder_input_tokens: Array, encoder_segment_ids: Optional[Array] = None,
-               encoder_positions: Optional[Array] = None, enable_dropout: bool = True) -> Array:
-        """int `[batch, len]` (0 = padding) -> encoded `[batch, len, emb]`."""
+               enable_dropout: bool = True, encoder_positions: Optional[Array] = None) -> Array:
+        """int `[batch, len]` (0 = padding) -> encoded `[batch, len, emb]`.
+
+        Positional order as T5X's `encode`; `encoder_positions` (packed inputs) comes last.
+        """
         dtype = _dtype(self.config)
         nonpad = encoder_input_tokens > 0
         mask = layers.make_attention_mask(nonpad, nonpad, dtype=dtype)
@@ -210,8 +213,11 @@ class Transformer(nn.Module):
         """Decoder branch -> float32 logits `[batch, target_len, vocab]`.
 
         With `decode=True` the `cache` collection must be mutable. The first such call (full
-        `[batch, max_decode_length]` inputs, real `encoded`) creates the cache; later calls pass
-        one token `[batch, 1]` plus `max_decode_length`. Targets' padding is not masked then.
+        `[batch, max_decode_length]` inputs) creates the cache; later calls pass one token
+        `[batch, 1]` plus `max_decode_length`, and targets' padding is not masked. Unlike T5X,
+        the cache also keeps the cross-attention keys/values projected from the `encoded` of that
+        first call, so it must be the real encoder output, not a dummy (`decoding.generate` does
+        this; under `jit` the rest of that call is dead code and costs nothing).
         """
         dtype = _dtype(self.config)
         if decode:

@@ -79,7 +79,7 @@ def load_for_inference(path: str, *, step: Optional[int] = None,
         import orbax.checkpoint as ocp
 
         model_dir, step_dir = ours
-        record = read_run_record(model_dir)
+        record = {**read_run_record(model_dir), "step": int(step_dir.name)}
         config = model or model_config_from_record(record)
         try:
             with ocp.StandardCheckpointer() as ckptr:

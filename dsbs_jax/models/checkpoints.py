@@ -95,7 +95,7 @@ def _write_bytes(path: str, data: bytes) -> None:
             f.write(data)
     else:
         tmp = path + ".tmp"
-        with open(path + ".tmp", "wb") as f:
+        with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
 
@@ -113,8 +113,9 @@ def _list_children(path: str) -> List[str]:
 
 
 def _is_file(path: str) -> bool:
-    if _gcs(path) or _is_url(path):
-        return _read_bytes(path) is not None
+    if _gcs(path) or _is_url(path):  # object stores: listed in the parent, nothing below it
+        parent, name = path.rstrip("/").rsplit("/", 1)
+        return name in _list_children(parent) and not _list_children(path)
     return os.path.isfile(path)
 
 
@@ -132,12 +133,12 @@ def find_checkpoint(path: str, step: Optional[int] = None) -> Tuple[str, str]:
     `path` may be the msgpack `checkpoint` file, a `checkpoint_{step}` directory, or a model
     directory holding `checkpoint_*` subdirectories (then `step`, or the latest, is used).
     """
-    path = os.fspath(path).rstrip("/") if not os.fspath(path).endswith("://") else os.fspath(path)
+    path = os.fspath(path).rstrip("/")
     if os.path.basename(path) == CHECKPOINT_FILE and _is_file(path):
         return "msgpack", path
     children = _list_children(path)
-    if not children and not _is_file(path):
-        raise FileNotFoundError(f"T5X checkpoint path does not exist: {path}")
+    if not children:
+        raise FileNotFoundError(f"T5X checkpoint path does not exist or is empty: {path}")
     if CHECKPOINT_FILE in children and _is_file(os.path.join(path, CHECKPOINT_FILE)):
         return "msgpack", os.path.join(path, CHECKPOINT_FILE)
     if ORBAX_STATE_DIR in children:

@@ -79,8 +79,7 @@ def make_jax_step(config, args):
 
     def loss_fn(p):
         logits = model.apply({"params": p}, inputs, decoder_inputs, targets, enable_dropout=False)
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-        nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
         weights = (targets > 0).astype(jnp.float32)
         return jnp.sum(nll * weights) / jnp.sum(weights)
 

@@ -116,3 +116,33 @@ def test_empty_dataset_is_a_clear_error(letters, tmp_path):
             trainer.train(_config(tmp_path, "mixture", 4, mixture_or_task_name="letters_empty", eval_period=-1))
     finally:
         seqio.TaskRegistry.remove("letters_empty")
+
+
+def test_initial_checkpoint_path_loads_t5x_and_rejects_junk(letters, tmp_path):
+    import jax
+    import numpy as np
+
+    from dsbs_jax.models import checkpoints, network
+    from dsbs_jax.train import inference
+    from dsbs_jax.train.checkpointing import CheckpointError
+
+    config = t5_1_1_config("tiny", vocab_size=128)
+    params = jax.device_get(network.unbox_params(
+        jax.jit(lambda rng: network.init_params(config, rng))(jax.random.PRNGKey(7))))
+    checkpoints.save_t5x_checkpoint(params, str(tmp_path / "t5x"), 1000)
+    # Learning rate 0: the run's final params must be exactly the T5X checkpoint's.
+    trainer.train(_config(tmp_path / "run", "mixture", 2, initial_checkpoint_path=str(tmp_path / "t5x"),
+                          learning_rate=0.0, eval_period=-1, checkpoint_period=2))
+    restored = inference.load_for_inference(str(tmp_path / "run"))[0]
+    flat = jax.tree_util.tree_leaves_with_path(params)
+    assert len(flat) > 20
+    for path, leaf in flat:
+        got = restored
+        for key in path:
+            got = got[key.key]
+        np.testing.assert_array_equal(np.asarray(got), leaf)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "checkpoint").write_bytes(b"\x00not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"INITIAL_CHECKPOINT_PATH=.*junk.* cannot be loaded"):
+        trainer.train(_config(tmp_path / "run2", "mixture", 2, initial_checkpoint_path=str(tmp_path / "junk"),
+                              eval_period=-1))

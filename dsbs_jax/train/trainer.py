@@ -242,6 +242,12 @@ def _initial_state(config: TrainConfig, model_config: T5Config, tx, shardings, c
     if ckpt.latest_step() is not None:
         state, data_state = ckpt.restore(template)
         log.info("Resumed from %s step %d", ckpt.directory, int(state.step))
+        saved = (data_state.get("mixture_or_task_name"), data_state.get("seed"))
+        if saved != (config.mixture_or_task_name, config.seed):
+            # The saved position counts batches of another stream: resuming it is not exact.
+            log.warning("Checkpoint data position is for %s but this run reads %s; the data order after "
+                        "resuming differs from an uninterrupted run.", saved,
+                        (config.mixture_or_task_name, config.seed))
         return state, int(data_state.get("batches_consumed", int(state.step)))
     if config.initial_checkpoint_path:
         from dsbs_jax.models import checkpoints

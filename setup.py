@@ -21,7 +21,8 @@ _CORE = [
     "tensorflow-datasets>=4.9,<5",
     "tensorboard>=2.16",
     "gin-config>=0.5,<0.6",
-    "sentencepiece>=0.2,<0.3",
+    # 0.2.2+ ships protobuf-7 generated code; apache-beam (seqio caching) needs protobuf<7.
+    "sentencepiece>=0.2,<0.2.2",
     "clu>=0.0.11",
     "aiohttp>=3.9,<4",
     "tqdm>=4.66",

@@ -216,3 +216,38 @@ def test_load_pretrained_infers_config_from_t5x_shapes(params, tmp_path):
     for field in ("vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim", "num_encoder_layers",
                   "num_decoder_layers", "mlp_activations", "logits_via_embedding"):
         assert getattr(config, field) == getattr(CONFIG, field), field
+
+
+def test_real_t5x_round_trip(tmp_path):
+    """With T5X installed (`pip install -e ".[t5x]"`): T5X's Checkpointer reads ours and vice versa.
+
+    Skipped where T5X is absent (it is git-only); this session ran it against T5X's source at
+    cc342d4 (see the report), with dims >= 128 so Adafactor's factored slots are exercised.
+    """
+    t5x_checkpoints = pytest.importorskip("t5x.checkpoints")
+    from t5x import adafactor, partitioning
+    from t5x import train_state as t5x_train_state
+    from t5x.examples.t5 import network as t5x_network
+
+    t5x_config = t5x_network.T5Config(vocab_size=256, emb_dim=128, num_heads=2, num_encoder_layers=1,
+                                      num_decoder_layers=1, head_dim=64, mlp_dim=256,
+                                      mlp_activations=("gelu", "linear"), dropout_rate=0.0)
+    tokens = np.ones((1, 4), np.int32)
+    variables = t5x_network.Transformer(t5x_config).init(jax.random.PRNGKey(0), tokens, tokens, tokens,
+                                                         enable_dropout=False)
+    optimizer = adafactor.Adafactor(decay_rate=0.8, step_offset=0,
+                                    logical_factor_rules=adafactor.standard_logical_factor_rules())
+    state = t5x_train_state.FlaxOptimTrainState.create(optimizer, variables)
+    partitioner = partitioning.PjitPartitioner(num_partitions=1)
+
+    t5x_checkpoints.Checkpointer(state, partitioner, str(tmp_path / "t5x")).save(state)
+    written_by_t5x = checkpoints.load_t5x_checkpoint(str(tmp_path / "t5x"), include_optimizer_state=True)
+    _assert_same(written_by_t5x["target"], jax.tree_util.tree_map(np.asarray, dict(variables["params"])))
+    assert (jax.tree_util.tree_map(np.shape, written_by_t5x["state"]["param_states"])
+            == jax.tree_util.tree_map(np.shape, checkpoints.t5x_adafactor_zero_state(written_by_t5x["target"])))
+
+    ours = jax.tree_util.tree_map(lambda x: x + 1.0, written_by_t5x["target"])
+    path = checkpoints.save_t5x_checkpoint(ours, str(tmp_path / "ours"), step=5)
+    restored = t5x_checkpoints.Checkpointer(state, partitioner, str(tmp_path / "ours")).restore(path=path)
+    assert int(restored.step) == 5
+    _assert_same(jax.tree_util.tree_map(np.asarray, dict(restored.params)), ours)

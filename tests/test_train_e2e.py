@@ -98,24 +98,22 @@ def test_eval_and_predict_reuse_the_trained_model(letters, mixture_run, tmp_path
 
 
 def test_empty_dataset_is_a_clear_error(letters, tmp_path):
-    import seqio
-    import tensorflow as tf
-
+    import tasks
+    from dsbs_jax.data import tfrecords
     from dsbs_jax.train import input_pipeline
 
-    vocab = seqio.get_mixture_or_task(EVAL_TASK).output_features["targets"].vocabulary
-    seqio.TaskRegistry.add(
-        "letters_empty", seqio.FunctionDataSource(
-            lambda split, shuffle_files, seed=None: tf.data.Dataset.from_tensor_slices(
-                {"inputs": [""], "targets": [""]}).take(0),
-            splits=["train"]),
-        preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
-        output_features={k: seqio.Feature(vocab) for k in ("inputs", "targets")})
+    # A real dataset directory whose train split has no examples (valid/test do).
+    for split, n in (("train", 0), ("valid", 4), ("test", 4)):
+        tfrecords.write_split(str(tmp_path / "hollow"), split, synthetic_letters.make_examples(split, n, 0))
+    _, spm = letters
+    tasks.register_dataset_tasks("hollow", str(tmp_path / "hollow"), vocabulary=tasks.get_vocabulary(spm),
+                                 fractions=(100.0,))
     try:
-        with pytest.raises(input_pipeline.DataError, match="'letters_empty' yielded no examples"):
-            trainer.train(_config(tmp_path, "mixture", 4, mixture_or_task_name="letters_empty", eval_period=-1))
+        with pytest.raises(input_pipeline.DataError, match="'hollow_dsbs_gold' yielded no examples"):
+            trainer.train(_config(tmp_path / "run", "mixture", 4, mixture_or_task_name="hollow_dsbs_gold",
+                                  eval_period=-1))
     finally:
-        seqio.TaskRegistry.remove("letters_empty")
+        tasks.remove_dataset_tasks("hollow")
 
 
 def test_initial_checkpoint_path_loads_t5x_and_rejects_junk(letters, tmp_path):

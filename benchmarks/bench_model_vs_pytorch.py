@@ -40,6 +40,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per framework (after compile)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
     p.add_argument("--only", choices=("both", "jax", "torch"), default="both")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also time forward+backward without the optimizer update on both sides")
     p.add_argument("--profile_dir", default=None, help="write a jax.profiler trace of 2 JAX steps here")
     return p.parse_args()
 
@@ -63,8 +65,11 @@ def _batch(args, seed: int = 0):
     return inputs, targets, decoder_inputs
 
 
-def make_jax_step(config, args):
-    """Returns (step(), compile_seconds): one jitted Adafactor update on a fixed batch."""
+def make_jax_step(config, args, update_params: bool = True):
+    """Returns (step(), compile_seconds): one jitted Adafactor update on a fixed batch.
+
+    With `update_params=False` the step stops at the gradients (forward + backward only).
+    """
     import jax
     import jax.numpy as jnp
     import optax
@@ -89,6 +94,24 @@ def make_jax_step(config, args):
         updates, s = tx.update(grads, s, p)
         return optax.apply_updates(p, updates), s, loss
 
+    @jax.jit
+    def gradients(p, s):
+        loss, grads = jax.value_and_grad(loss_fn)(p)
+        return grads, loss
+
+    if not update_params:
+        state = {"p": params, "s": opt_state}
+        t0 = time.perf_counter()
+        compiled_grad = gradients.lower(params, opt_state).compile()
+        compile_s = time.perf_counter() - t0
+
+        def grad_step():
+            grads, loss = compiled_grad(state["p"], state["s"])
+            jax.block_until_ready(grads)
+            return float(loss)
+
+        return grad_step, compile_s
+
     state = {"p": params, "s": opt_state}
     t0 = time.perf_counter()
     compiled = update.lower(state["p"], state["s"]).compile()
@@ -101,8 +124,9 @@ def make_jax_step(config, args):
     return step, compile_s
 
 
-def make_torch_step(config, args):
-    """Returns step(): one HF T5 forward/backward/Adafactor update on a fixed batch."""
+def make_torch_step(config, args, update_params: bool = True):
+    """Returns step(): one HF T5 forward/backward/Adafactor update on a fixed batch
+    (`update_params=False`: forward + backward only)."""
     import torch
     import transformers
     from transformers.optimization import Adafactor
@@ -123,7 +147,8 @@ def make_torch_step(config, args):
         opt.zero_grad(set_to_none=True)
         out = model(input_ids=inputs, decoder_input_ids=decoder_inputs, labels=targets)
         out.loss.backward()
-        opt.step()
+        if update_params:
+            opt.step()
         return float(out.loss.detach())
 
     return step
@@ -150,6 +175,11 @@ def main() -> None:
         print(f"jax compile: {compile_s:.1f}s")
     if args.only in ("both", "torch"):
         steps["torch"] = make_torch_step(config, args)
+    if args.breakdown:
+        if args.only in ("both", "jax"):
+            steps["jax_fwd_bwd"], _ = make_jax_step(config, args, update_params=False)
+        if args.only in ("both", "torch"):
+            steps["torch_fwd_bwd"] = make_torch_step(config, args, update_params=False)
     losses = {}
     for name, step in steps.items():
         for _ in range(args.warmup):
@@ -171,12 +201,13 @@ def main() -> None:
         result[name] = (tokens / med, tokens / min(ts))
         # Process CPU seconds per step (all threads): work done, less sensitive to waiting for
         # cores on a shared machine, though it counts OpenMP spin-waiting too.
-        print(f"{name:5s}: median {med:.3f}s/step (min {min(ts):.3f}, max {max(ts):.3f}; "
+        print(f"{name:13s}: median {med:.3f}s/step (min {min(ts):.3f}, max {max(ts):.3f}; "
               f"cpu {statistics.median(cpu[name]):.2f}s/step) = {tokens / med:.0f} tokens/s "
               f"(best step {tokens / min(ts):.0f}); last loss {losses[name]:.3f}")
-    if len(result) == 2:
-        print(f"ratio ours/pytorch (tokens/s): median {result['jax'][0] / result['torch'][0]:.2f}, "
-              f"best-step {result['jax'][1] / result['torch'][1]:.2f}")
+    for ours, theirs in (("jax", "torch"), ("jax_fwd_bwd", "torch_fwd_bwd")):
+        if ours in result and theirs in result:
+            print(f"ratio {ours}/{theirs} (tokens/s): median {result[ours][0] / result[theirs][0]:.2f}, "
+                  f"best-step {result[ours][1] / result[theirs][1]:.2f}")
     if args.profile_dir and "jax" in steps:
         import jax
 

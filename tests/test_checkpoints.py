@@ -57,6 +57,13 @@ def test_round_trip_exact(params, tmp_path):
         checkpoints.save_t5x_checkpoint(params, str(tmp_path), step=42)
 
 
+def test_saves_boxed_params_from_init(params, tmp_path):
+    # network.init_params returns nn.LogicallyPartitioned boxes; the trainer may pass those.
+    boxed = init_params(CONFIG, jax.random.PRNGKey(3))
+    ckpt_dir = checkpoints.save_t5x_checkpoint(boxed, str(tmp_path), step=2)
+    _assert_same(checkpoints.load_t5x_checkpoint(ckpt_dir), params)
+
+
 def test_latest_step_and_explicit_step(params, tmp_path):
     checkpoints.save_t5x_checkpoint(params, str(tmp_path), step=1)
     later = jax.tree_util.tree_map(lambda x: x + 1.0, params)
@@ -221,16 +228,17 @@ def test_load_pretrained_infers_config_from_t5x_shapes(params, tmp_path):
 def test_real_t5x_round_trip(tmp_path):
     """With T5X installed (`pip install -e ".[t5x]"`): T5X's Checkpointer reads ours and vice versa.
 
-    Skipped where T5X is absent (it is git-only); this session ran it against T5X's source at
-    cc342d4 (see the report), with dims >= 128 so Adafactor's factored slots are exercised.
+    Skipped where T5X is absent (it is git-only); it was run against T5X's source at cc342d4.
+    Dims >= 128 exercise Adafactor's factored slots; all sharded dims divide by 8 because the 8
+    fake devices of conftest.py make T5X's partitioner write 8-way sharded arrays.
     """
     t5x_checkpoints = pytest.importorskip("t5x.checkpoints")
     from t5x import adafactor, partitioning
     from t5x import train_state as t5x_train_state
     from t5x.examples.t5 import network as t5x_network
 
-    t5x_config = t5x_network.T5Config(vocab_size=256, emb_dim=128, num_heads=2, num_encoder_layers=1,
-                                      num_decoder_layers=1, head_dim=64, mlp_dim=256,
+    t5x_config = t5x_network.T5Config(vocab_size=256, emb_dim=128, num_heads=8, num_encoder_layers=1,
+                                      num_decoder_layers=1, head_dim=16, mlp_dim=256,
                                       mlp_activations=("gelu", "linear"), dropout_rate=0.0)
     tokens = np.ones((1, 4), np.int32)
     variables = t5x_network.Transformer(t5x_config).init(jax.random.PRNGKey(0), tokens, tokens, tokens,

@@ -27,6 +27,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorstore as ts
+import tqdm
 from flax import serialization
 
 from dsbs_jax.models.config import T5Config
@@ -302,7 +303,8 @@ def load_t5x_checkpoint(path: str, *, step: Optional[int] = None, include_optimi
             pending[key] = future.result().read()
         except Exception as e:
             raise ValueError(f"{location}: cannot open the tensorstore array of {'/'.join(key)} ({e}).") from e
-    for key, future in pending.items():
+    for key, future in tqdm.tqdm(pending.items(), desc=f"reading {ckpt_dir}", unit="array", leave=False,
+                                 disable=len(pending) < 64):
         flat[key] = np.asarray(future.result())
 
     def cast(key, x):
@@ -383,6 +385,9 @@ def save_t5x_checkpoint(params: Params, path: str, step: int, *, optimizer_state
     Returns:
       The checkpoint directory.
     """
+    from flax.core import meta
+
+    params = meta.unbox(params)  # boxed (nn.LogicallyPartitioned) params from network.init
     if set(params) == {"params"}:
         params = params["params"]
     path = os.fspath(path).rstrip("/")
@@ -423,7 +428,7 @@ def save_t5x_checkpoint(params: Params, path: str, step: int, *, optimizer_state
         store = ts.open(_locate_spec(rel, work_dir, name), create=True, open=True).result()
         writes.append(store.write(value))
         flat[key] = rel
-    for w in writes:
+    for w in tqdm.tqdm(writes, desc=f"writing {final_dir}", unit="array", leave=False, disable=len(writes) < 64):
         w.result()
     _write_bytes(f"{work_dir}/{CHECKPOINT_FILE}",
                  serialization.msgpack_serialize({"version": VERSION, "optimizer": _unflatten(flat)}))

@@ -20,9 +20,9 @@ Three measurements in one run:
 3. **Input pipeline.** Examples/s that the SeqIO pipeline of the trainer (`input_pipeline.BatchIterator`:
    TFRecords -> tasks preprocessing -> tokenization -> EncDecFeatureConverter packing -> batches)
    produces on its own, against the examples/s the train step consumes (steps/s * examples per
-   batch). Target: >= 5x headroom. Data: the release's CQA train file, written as TFRecords with
-   `dsbs_jax.data.tfrecords` and registered with `tasks.register_dataset_tasks` (a vocabulary is
-   trained on it, since T5's is not downloadable here).
+   batch). Target: >= 5x headroom. Data: the release's CQA train split with its PaLM rationales
+   (`read_release`), written as TFRecords and registered with `tasks.register_dataset_tasks` as
+   `cqa_dsbs_gold` (a 2000-piece vocabulary is trained on it: T5's is not downloadable here).
 """
 from __future__ import annotations
 
@@ -125,29 +125,23 @@ def make_our_step(config, args):
 
 def bench_pipeline(args, examples_per_batch_hint: int):
     """(examples/s, rows/s, examples per packed row) of the trainer's input pipeline on CQA."""
-    import json
-
     import numpy as np
 
-    from dsbs_jax.data import schema, tfrecords
+    from dsbs_jax.data import tfrecords
+    from dsbs_jax.data.adapters.release import read_release
     from dsbs_jax.data.vocab import train_sentencepiece
     from dsbs_jax.train import input_pipeline
     import tasks
 
-    rows = [json.loads(line) for line in (pathlib.Path(args.release_dir) / "cqa" / "cqa_train.json").open()]
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
-    letters = "abcde"
-    examples = []
-    for i, r in enumerate(rows):
-        x = r["question"] + "\nAnswer Choices:\n" + "\n".join(f"({letters[j]}) {c}" for j, c in enumerate(r["choices"]))
-        examples.append(schema.Example(id=str(r.get("id", i)), dataset="cqa", split="train", input=x,
-                                       label=r["answer"], choices=tuple(r["choices"]), teacher_label=r["answer"],
-                                       rationales=(r.get("abstractive_explanation") or "no rationale",)))
-    for split in ("train", "valid", "test"):
-        tfrecords.write_split(str(work / "cqa"), split, examples if split == "train" else examples[:50], num_shards=4)
-    spm = train_sentencepiece([e.input + " " + e.rationales[0] for e in examples[:3000]], str(work / "spm"),
+    train = list(read_release(args.release_dir, "cqa", "train"))  # real inputs + PaLM rationales
+    test = list(read_release(args.release_dir, "cqa", "test", limit=200))
+    tfrecords.write_split(str(work / "cqa"), "train", train, num_shards=4)
+    tfrecords.write_split(str(work / "cqa"), "valid", test[:100])
+    tfrecords.write_split(str(work / "cqa"), "test", test[100:])
+    spm = train_sentencepiece([e.input + " " + (e.rationale or "") for e in train[:3000]], str(work / "spm"),
                               vocab_size=2000)
-    tasks.register_dataset_tasks("cqa", str(work / "cqa"), vocabulary_path=spm)
+    tasks.register_dataset_tasks("cqa", str(work / "cqa"), vocabulary=tasks.get_vocabulary(spm), fractions=(100.0,))
     config = input_pipeline.DataConfig(mixture_or_task_name="cqa_dsbs_gold",
                                        task_feature_lengths={"inputs": args.input_len, "targets": args.target_len},
                                        batch_size=args.batch, seed=0)

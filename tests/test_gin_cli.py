@@ -40,11 +40,11 @@ def test_experiment_files(path):
     text = (GIN / "experiments" / path).read_text()
     assert text.startswith("#") and "dsbs train --gin_file=experiments/" + path in text
     assert len(text.splitlines()) <= 30
-    # Task registration is the tasks package's job (tested there); here the module import is skipped.
-    _parse([f"--gin_file=experiments/{path}", "--gin.MODEL_DIR=/tmp/x", "--gin.MIXTURE_OR_TASK_MODULE=None"])
+    _parse([f"--gin_file=experiments/{path}", "--gin.MODEL_DIR=/tmp/x"])  # imports `tasks`
     config = trainer.TrainConfig()
     assert config.model_dir == "/tmp/x" and config.train_steps == 10000
-    assert config.eval_tasks and all("_label_gold" in t for t in config.eval_tasks)
+    variant = "standard" if "_standard_" in path else "label"
+    assert config.eval_tasks and all(t.endswith(f"_{variant}_gold") for t in config.eval_tasks)
     assert config.loss_mode == ("paired" if "_paired_" in path else "mixture")
 
 
@@ -114,6 +114,26 @@ def test_missing_task_is_a_clear_error(tmp_path, capsys):
                          "--gin.MIXTURE_OR_TASK_NAME=no_such_task_dsbs_gold", f"--gin.MODEL_DIR={tmp_path}"])
     err = capsys.readouterr().err
     assert rc == 2 and "'no_such_task_dsbs_gold' is not registered" in err and "MIXTURE_OR_TASK_MODULE" in err
+
+
+def test_default_eval_tasks_score_gold_labels_in_the_trained_format():
+    import seqio
+
+    names = ["cqa_label_gold", "cqa_standard_gold", "cqa_single_gold", "my_data_label_gold"]
+    for name in names:
+        seqio.TaskRegistry.add(name, seqio.FunctionDataSource(lambda split, shuffle_files, seed=None: None,
+                                                               splits=["validation"]),
+                               output_features={})
+    try:
+        assert evaluation.label_tasks_for("cqa_dsbs_llm_frac25") == ("cqa_label_gold",)
+        assert evaluation.label_tasks_for("cqa_paired_gold") == ("cqa_label_gold",)
+        assert evaluation.label_tasks_for("cqa_standard_llm_frac12.5") == ("cqa_standard_gold",)
+        assert evaluation.label_tasks_for("cqa_single_gold") == ("cqa_single_gold",)
+        assert evaluation.label_tasks_for("my_data_dsbs_gold") == ("my_data_label_gold",)
+        assert evaluation.label_tasks_for("unknown_thing") == ("unknown_thing",)
+    finally:
+        for name in names:
+            seqio.TaskRegistry.remove(name)
 
 
 def test_gin_dir_is_found_from_any_directory(tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
-from typing import Any, Iterable, Iterator, Mapping, Optional
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 from dsbs_jax.data import schema
 from dsbs_jax.data.errors import DataError
@@ -106,21 +106,26 @@ def verify_split(dataset_dir: str, split: str) -> None:
 
 def read_split(dataset_dir: str, split: str, verify: bool = False) -> Iterator[schema.Example]:
     """Yields the split's examples in shard order (checksums checked first if `verify`)."""
-    import tensorflow as tf
-
     if verify:
         verify_split(dataset_dir, split)
     for path in split_files(dataset_dir, split):
-        records = tf.data.TFRecordDataset(path).as_numpy_iterator()
-        while True:
-            try:
-                record = next(records)
-            except StopIteration:
-                break
-            except (tf.errors.DataLossError, tf.errors.NotFoundError) as error:
-                raise DataError(path, None, None, f"unreadable shard: {error.message.split(' [Op')[0]}",
-                                fix="re-run the import that wrote it; read with verify=True to check sha256") from None
-            yield schema.from_tf_example_bytes(record)
+        yield from read_records(path)
+
+
+def read_records(path: str) -> Iterator[schema.Example]:
+    """Yields the examples of one TFRecord file."""
+    import tensorflow as tf
+
+    records = tf.data.TFRecordDataset(path).as_numpy_iterator()
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            break
+        except (tf.errors.DataLossError, tf.errors.NotFoundError) as error:
+            raise DataError(path, None, None, f"unreadable shard: {error.message.split(' [Op')[0]}",
+                            fix="re-run the import that wrote it; read with verify=True to check sha256") from None
+        yield schema.from_tf_example_bytes(record)
 
 
 class _Stats:
@@ -244,7 +249,33 @@ def write_split(dataset_dir: str, split: str, examples: Iterable[schema.Example]
     for stale in old_files - set(names):  # an earlier write with another --num_shards
         if gfile.exists(_join(dataset_dir, stale)):
             gfile.remove(_join(dataset_dir, stale))
+    return _record_in_manifest(dataset_dir, split, manifest, stats, dataset_names, names, checksums,
+                               manifest_extra, split_extra)
 
+
+def record_split(dataset_dir: str, split: str, examples: Iterable[schema.Example], files: Sequence[str],
+                 manifest_extra: Optional[Mapping[str, Any]] = None,
+                 split_extra: Optional[Mapping[str, Any]] = None) -> dict:
+    """Records shard files that are already in place (e.g. one per host) as a split in the manifest.
+
+    `examples` are the files' contents (for the counts); checksums are computed from the files.
+    Returns the merged manifest.
+    """
+    stats, dataset_names = _Stats(), set()
+    for example in examples:
+        stats.add(example)
+        dataset_names.add(example.dataset)
+    checksums = {name: sha256_file(_join(dataset_dir, name)) for name in files}
+    gfile = _gfile()
+    manifest_path = _join(dataset_dir, MANIFEST)
+    manifest = read_manifest(dataset_dir) if gfile.exists(manifest_path) else {}
+    _record_in_manifest(dataset_dir, split, manifest, stats, dataset_names, list(files), checksums,
+                        manifest_extra, split_extra)
+    return read_manifest(dataset_dir)
+
+
+def _record_in_manifest(dataset_dir, split, manifest, stats, dataset_names, names, checksums, manifest_extra,
+                        split_extra) -> dict:
     entry = {**stats.entry(), "files": names, "sha256": checksums, **dict(split_extra or {})}
     manifest["schema_version"] = schema.SCHEMA_VERSION
     manifest["dataset"] = (sorted(dataset_names)[0] if len(dataset_names) == 1
@@ -252,7 +283,7 @@ def write_split(dataset_dir: str, split: str, examples: Iterable[schema.Example]
     manifest.update(dict(manifest_extra or {}))
     manifest.setdefault("splits", {})[split] = entry
     manifest["splits"] = dict(sorted(manifest["splits"].items()))
-    _write_manifest(manifest_path, manifest)
+    _write_manifest(_join(dataset_dir, MANIFEST), manifest)
     return entry
 
 

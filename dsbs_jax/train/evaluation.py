@@ -124,22 +124,33 @@ def flatten_metrics(results: Mapping[str, Mapping[str, float]], prefix: str = "e
     return {f"{prefix}/{task}/{k}": v for task, m in results.items() for k, v in m.items()}
 
 
-def label_tasks_for(mixture_or_task_name: str, candidates: Sequence[str] = ()) -> Tuple[str, ...]:
-    """Default eval tasks: `{D}_label_{L}` for `{D}_{dsbs,paired,standard,single,...}_{L}[_frac..]`.
+# Training variant (the `tasks` naming `{D}_{variant}_{L}[_frac..]`) -> the variant whose gold-label
+# validation/test splits score it: students trained with `predict: ` prefixes are scored on the label
+# task; standard finetuning and the single-task ablation see x without a prefix.
+_EVAL_VARIANT = {"dsbs": "label", "paired": "label", "label": "label", "standard": "standard", "single": "single"}
 
-    Evaluation scores gold labels: the `_frac` suffix is dropped (fractions subsample train only)
-    and the label source stays the one trained on. Falls back to the name itself.
+
+def split_task_name(name: str) -> Optional[Tuple[str, str]]:
+    """`cqa_dsbs_llm_frac25` -> ("cqa", "dsbs"); None if the name has no known variant."""
+    parts = name.split("_")
+    for i in range(len(parts) - 1, 0, -1):
+        if parts[i] in _EVAL_VARIANT:
+            return "_".join(parts[:i]), parts[i]
+    return None
+
+
+def label_tasks_for(mixture_or_task_name: str) -> Tuple[str, ...]:
+    """Default eval tasks of a training task: gold labels, no data fraction, matching input format.
+
+    `{D}_{dsbs,paired,label}_{L}[_frac..]` -> `{D}_label_gold`; `{D}_standard_{L}` ->
+    `{D}_standard_gold`; `{D}_single_{L}` -> `{D}_single_gold`. Falls back to the name itself.
     """
     import seqio
 
+    parsed = split_task_name(mixture_or_task_name)
     registered = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
-    parts = mixture_or_task_name.split("_")
-    parts = [p for p in parts if not p.startswith("frac")]
-    guesses = []
-    if len(parts) >= 3:
-        guesses.append("_".join([parts[0], "label", "gold"]))
-        guesses.append("_".join([parts[0], "label"] + parts[2:]))
-    for guess in list(candidates) + guesses:
+    if parsed:
+        guess = f"{parsed[0]}_{_EVAL_VARIANT[parsed[1]]}_gold"
         if guess in registered:
             return (guess,)
     return (mixture_or_task_name,)

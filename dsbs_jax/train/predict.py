@@ -17,8 +17,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-LABEL_PREFIX = "predict: "
+LABEL_PREFIX = "predict: "  # tasks.TaskOptions' prefixes
 RATIONALE_PREFIX = "explain: "
+SINGLE_SEPARATOR = "So the answer is"  # the single-task ablation's "rationale So the answer is label"
 
 
 class PredictError(ValueError):
@@ -90,12 +91,22 @@ def _vocabulary(record: Dict[str, Any], override: Optional[str]) -> Any:
 def predict(checkpoint: str, records: Sequence[Dict[str, Any]], *, input_field: str = "input",
             rationale: bool = False, batch_size: int = 32, max_decode_length: Optional[int] = None,
             max_input_length: Optional[int] = None, step: Optional[int] = None,
-            vocabulary: Optional[str] = None, label_prefix: str = LABEL_PREFIX,
+            vocabulary: Optional[str] = None, label_prefix: Optional[str] = None,
             rationale_prefix: str = RATIONALE_PREFIX) -> List[Dict[str, Any]]:
-    """`records` with `prediction` (and `rationale`) added."""
+    """`records` with `prediction` (and `rationale`) added.
+
+    `label_prefix=None` follows how the run was evaluated (`eval_variant` in dsbs_run.json):
+    `predict: ` for Distilling step-by-step students, no prefix for standard finetuning and the
+    single-task ablation, whose output "rationale So the answer is label" is split into both fields.
+    """
     from dsbs_jax.train import inference
 
     params, model_config, record = inference.load_for_inference(checkpoint, step=step)
+    variant = record.get("eval_variant")
+    if label_prefix is None:
+        label_prefix = "" if variant in ("standard", "single") else LABEL_PREFIX
+    if rationale and variant == "standard":
+        raise PredictError(f"{checkpoint} is a standard-finetuning student (no rationale task); drop --rationale.")
     vocab = _vocabulary(record, vocabulary)
     lengths = record.get("task_feature_lengths") or {}
     max_in = max_input_length or int(lengths.get("inputs", 512))
@@ -103,6 +114,12 @@ def predict(checkpoint: str, records: Sequence[Dict[str, Any]], *, input_field: 
     texts = [r[input_field] for r in records]
     labels = generate_texts(params, model_config, vocab, [label_prefix + t for t in texts], batch_size=batch_size,
                             max_input_length=max_in, max_decode_length=max_dec, desc="labels")
+    if variant == "single":
+        split = [text.rpartition(SINGLE_SEPARATOR) for text in labels]
+        out = [{**r, "prediction": (lab if sep else head).strip(),
+                **({"rationale": head.strip() if sep else ""} if rationale else {})}
+               for r, (head, sep, lab) in zip(records, split)]
+        return out
     out = [{**r, "prediction": p} for r, p in zip(records, labels)]
     if rationale:
         rationales = generate_texts(params, model_config, vocab, [rationale_prefix + t for t in texts],
@@ -133,8 +150,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--max_input_length", type=int, default=None, help="default: the run's inputs length")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     parser.add_argument("--vocabulary", default=None, help="SentencePiece model (default: the run's)")
-    parser.add_argument("--label_prefix", default=LABEL_PREFIX,
-                        help="task prefix of the label task ('' for standard-finetuning students)")
+    parser.add_argument("--label_prefix", default=None,
+                        help="input prefix of the label task (default: from the run: 'predict: ' for DSbS "
+                             "students, '' for standard finetuning)")
     parser.add_argument("--rationale_prefix", default=RATIONALE_PREFIX)
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     from dsbs_jax.train.checkpointing import CheckpointError

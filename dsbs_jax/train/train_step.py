@@ -69,6 +69,7 @@ def loss_and_metrics(params: Any, *, apply_fn: Callable, batch: Batch, weights: 
         metrics[f"{name}/loss_sum"] = loss_sum
         metrics[f"{name}/z_loss_sum"] = z_sum
         metrics[f"{name}/correct"] = correct
+        metrics[f"{name}/weight_sum"] = jnp.sum(token_weights)
         metrics[f"{name}/tokens"] = jnp.sum(batch[prefix + "decoder_target_tokens"] > 0).astype(jnp.float32)
     return total, metrics
 
@@ -83,9 +84,10 @@ def train_step(state: TrainState, batch: Batch, *, apply_fn: Callable, loss_conf
     """One optimizer update on `batch` (pure; jit it with `make_train_step`).
 
     Returns:
-      (new state, metrics) where metrics hold `loss` (the optimized scalar), per-target
-      `{name}/loss` (mean token cross-entropy incl. z-loss), `{name}/accuracy` (token accuracy),
-      token counts and `learning_rate`-free scalars; all float32.
+      (new state, metrics), all float32 scalars: `loss` (the optimized value), and per target
+      (`targets`, or `label` and `rationale` in paired mode) `{name}/loss` and `{name}/z_loss` (the
+      loss-weighted mean per token, incl. z-loss: the plain token mean unless AVERAGE_PER_SEQUENCE
+      weights sequences equally), `{name}/accuracy` (token accuracy), `{name}/tokens`; `grad_norm`.
     """
     weights = normalizers(batch, loss_config)
     dropout_rng = jax.random.fold_in(jax.random.PRNGKey(dropout_seed), state.step)
@@ -119,8 +121,9 @@ def train_step(state: TrainState, batch: Batch, *, apply_fn: Callable, loss_conf
     for key in [k for k in sums if k.endswith("/loss_sum")]:
         name = key[: -len("/loss_sum")]
         tokens = jnp.maximum(sums[f"{name}/tokens"], 1.0)
-        metrics[f"{name}/loss"] = sums[key] / tokens
-        metrics[f"{name}/z_loss"] = sums[f"{name}/z_loss_sum"] / tokens
+        weight_sum = jnp.where(sums[f"{name}/weight_sum"] > 0, sums[f"{name}/weight_sum"], 1.0)
+        metrics[f"{name}/loss"] = sums[key] / weight_sum
+        metrics[f"{name}/z_loss"] = sums[f"{name}/z_loss_sum"] / weight_sum
         metrics[f"{name}/accuracy"] = sums[f"{name}/correct"] / tokens
         metrics[f"{name}/tokens"] = sums[f"{name}/tokens"]
     metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))

@@ -227,6 +227,8 @@ def _write_run_config(config: TrainConfig, model_config: T5Config, vocab: Any, e
         "mixture_or_task_name": config.mixture_or_task_name,
         "task_feature_lengths": dict(config.task_feature_lengths),
         "eval_tasks": list(eval_tasks),
+        # How `dsbs predict` formats inputs: the variant of the eval task ("label": `predict: ` x).
+        "eval_variant": (evaluation.split_task_name(eval_tasks[0]) or (None, None))[1] if eval_tasks else None,
         "loss_mode": config.loss_mode,
         "max_decode_length": config.max_decode_length,
     }

@@ -49,7 +49,7 @@ def make_app(plan: FaultPlan) -> web.Application:
         if action == "500":
             return web.json_response({"error": "boom"}, status=500)
         if action == "hang":
-            await asyncio.sleep(30)
+            await asyncio.sleep(5)
         if action == "401":
             return web.json_response({"error": "bad key"}, status=401)
         await asyncio.sleep(plan.delay_s)
@@ -83,7 +83,7 @@ class ServerThread:
 
     def _run(self):
         asyncio.set_event_loop(self._loop)
-        self._runner = web.AppRunner(make_app(self.plan))
+        self._runner = web.AppRunner(make_app(self.plan), shutdown_timeout=0.1)
         self._loop.run_until_complete(self._runner.setup())
         self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
         self._ready.set()
@@ -95,7 +95,7 @@ class ServerThread:
         return self
 
     def __exit__(self, *exc):
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 

@@ -163,10 +163,18 @@ async def _generate_all(config, teacher, template, todo: list[schema.Example], l
     bar = tqdm(total=len(todo), desc=f"{config.dataset}/{config.split} rationales", unit="ex",
                disable=not config.progress)
 
+    stop = asyncio.Event()  # after a failure no new request starts; finished ids stay committed
+
     async def one(example: schema.Example) -> None:
         async with semaphore:
+            if stop.is_set():
+                return
             prompt = template.render(example)
-            completions = [await teacher.complete(prompt, example) for _ in range(config.num_samples)]
+            try:
+                completions = [await teacher.complete(prompt, example) for _ in range(config.num_samples)]
+            except backends.TeacherError:
+                stop.set()
+                raise
         log.append({"id": example.id, "outputs": [c.text for c in completions],
                     "prompt_tokens": sum(c.prompt_tokens for c in completions),
                     "completion_tokens": sum(c.completion_tokens for c in completions)})

@@ -45,6 +45,13 @@ def test_experiment_files(path):
     assert config.model_dir == "/tmp/x" and config.train_steps == 10000
     variant = "standard" if "_standard_" in path else "label"
     assert config.eval_tasks and all(t.endswith(f"_{variant}_gold") for t in config.eval_tasks)
+    # Names the tasks package registers (`tasks.task_name`), fraction suffix included.
+    import tasks
+
+    dataset, kind = evaluation.split_task_name(config.mixture_or_task_name)
+    labels = config.mixture_or_task_name.split(f"_{kind}_")[1].split("_")[0]
+    assert config.mixture_or_task_name in {tasks.task_name(dataset, kind, labels, f)
+                                           for f in (*tasks.DEFAULT_FRACTIONS, 100.0)}
     assert config.loss_mode == ("paired" if "_paired_" in path else "mixture")
 
 

@@ -1,0 +1,75 @@
+"""Run results -> tables (markdown, CSV) with mean ± std over seeds, and a JSON of everything."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections import defaultdict
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+METHOD_LABELS = {
+    "standard": "Standard finetuning (gold)",
+    "distill": "Task distillation (teacher labels)",
+    "dsbs_gold": "Distilling step-by-step (gold labels)",
+    "dsbs_llm": "Distilling step-by-step (teacher labels)",
+    "dsbs_paired": "DSbS, paired loss (teacher labels)",
+    "single": "Single-task (rationale + label)",
+}
+
+
+def aggregate(runs: Sequence[Mapping]) -> Dict[Tuple[str, str, float], Dict[str, float]]:
+    """{(method, size, fraction): {"mean", "std", "n", "seeds"}} of accuracy over seeds."""
+    groups = defaultdict(list)
+    for run in runs:
+        groups[(run["method"], run["size"], float(run["fraction"]))].append(float(run["accuracy"]))
+    out = {}
+    for key, values in sorted(groups.items()):
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        out[key] = {"mean": mean, "std": std, "n": len(values)}
+    return out
+
+
+def markdown_table(runs: Sequence[Mapping]) -> str:
+    """Rows: method (and size); columns: data fractions; cells: accuracy mean ± std (n seeds)."""
+    table = aggregate(runs)
+    fractions = sorted({k[2] for k in table})
+    rows = sorted({(k[0], k[1]) for k in table}, key=lambda r: (r[1], list(METHOD_LABELS).index(r[0])
+                                                                  if r[0] in METHOD_LABELS else 99))
+    header = "| method | size | " + " | ".join(f"{f:g} % data" for f in fractions) + " |"
+    lines = [header, "|" + " --- |" * (2 + len(fractions))]
+    for method, size in rows:
+        cells = []
+        for fraction in fractions:
+            cell = table.get((method, size, fraction))
+            cells.append("–" if cell is None else (f"{cell['mean']:.1f} ± {cell['std']:.1f} (n={cell['n']})"
+                                                    if cell["n"] > 1 else f"{cell['mean']:.1f}"))
+        lines.append(f"| {METHOD_LABELS.get(method, method)} | {size} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(runs: Sequence[Mapping]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["method", "size", "fraction", "accuracy_mean", "accuracy_std", "num_seeds"])
+    for (method, size, fraction), cell in aggregate(runs).items():
+        writer.writerow([method, size, fraction, f"{cell['mean']:.4f}", f"{cell['std']:.4f}", cell["n"]])
+    return buffer.getvalue()
+
+
+def write_all(out_dir: str, runs: List[Mapping], extra: Mapping = None) -> Dict[str, str]:
+    """Writes results.json, results.md, results.csv (atomically); returns their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    payload = {"runs": runs, "summary": [{"method": m, "size": s, "fraction": f, **v}
+                                         for (m, s, f), v in aggregate(runs).items()], **dict(extra or {})}
+    paths = {}
+    for name, text in (("results.json", json.dumps(payload, indent=1, sort_keys=True)),
+                       ("results.md", markdown_table(runs)), ("results.csv", csv_table(runs))):
+        path = os.path.join(out_dir, name)
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+        paths[name] = path
+    return paths

@@ -1,0 +1,275 @@
+"""`dsbs sweep`: the paper's comparisons as one command — methods × data fractions × seeds × sizes.
+
+    dsbs sweep --dataset esnli --format release --src ../shared/data/dsbs_release \
+        --split_map train=valid,validation=test,test=test --out sweeps/esnli \
+        --methods standard,distill,dsbs_llm,single --fractions 12.5,25,50,100 --seeds 0,1,2 --sizes mini
+
+Each run trains the embedded trainer on `{D}_{variant}_{labels}[_frac{f}]` and evaluates the
+gold-label task on `--eval_split`; its `result.json` is written atomically at the end, so re-running
+the same command skips finished runs (an interrupted run resumes from its last checkpoint).
+`--emit t5x` writes the same grid as `python -m t5x.train` commands for a TPU slice instead.
+Seeds vary initialisation and data order; the data subsets are the same for every seed and
+method (`tasks.sources.fraction_ids`), as in the paper's comparisons.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import sys
+import time
+from typing import Dict, List, Mapping, Optional, Sequence
+
+# method -> (training variant, label source, evaluation variant, loss mode)
+METHODS: Dict[str, tuple] = {
+    "standard": ("standard", "gold", "standard", "mixture"),
+    "distill": ("standard", "llm", "standard", "mixture"),
+    "dsbs_gold": ("dsbs", "gold", "label", "mixture"),
+    "dsbs_llm": ("dsbs", "llm", "label", "mixture"),
+    "dsbs_paired": ("paired", "llm", "label", "paired"),
+    "single": ("single", "gold", "single", "mixture"),
+}
+# CPU-sized students beside T5 1.1's published sizes: (base size, overrides).
+SIZES: Dict[str, tuple] = {
+    "tiny": ("tiny", {}),
+    "mini": ("tiny", dict(emb_dim=64, num_heads=4, head_dim=16, mlp_dim=128, num_encoder_layers=2,
+                          num_decoder_layers=2)),
+    **{name: (name, {}) for name in ("small", "base", "large", "xl", "xxl")},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """The grid and the training settings shared by every run."""
+
+    dataset: str
+    data_dir: str
+    out_dir: str
+    spm_path: Optional[str] = None
+    methods: Sequence[str] = ("standard", "distill", "dsbs_gold", "dsbs_llm", "single")
+    fractions: Sequence[float] = (12.5, 25.0, 50.0, 100.0)
+    seeds: Sequence[int] = (0, 1, 2)
+    sizes: Sequence[str] = ("mini",)
+    split_map: Optional[Mapping[str, str]] = None
+    train_steps: int = 1000
+    batch_size: int = 32
+    optimizer: str = "adafactor"
+    learning_rate: Optional[float] = None
+    task_feature_lengths: Mapping[str, int] = dataclasses.field(
+        default_factory=lambda: {"inputs": 256, "targets": 128})
+    eval_split: str = "test"
+    max_decode_length: int = 32
+    eval_batch_size: int = 64
+    eval_num_examples: Optional[int] = None
+    progress_bar: bool = True
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"Unknown method(s) {unknown} (--methods); choose from {sorted(METHODS)}.")
+        unknown = [s for s in self.sizes if s not in SIZES]
+        if unknown:
+            raise ValueError(f"Unknown size(s) {unknown} (--sizes); choose from {sorted(SIZES)}.")
+
+
+def task_names(dataset: str, method: str, fraction: float) -> tuple[str, str]:
+    """(training task or mixture, evaluation task) of one run."""
+    from tasks.registry import task_name
+
+    variant, labels, eval_variant, _ = METHODS[method]
+    return task_name(dataset, variant, labels, fraction), task_name(dataset, eval_variant, "gold")
+
+
+def run_dir(config: SweepConfig, method: str, size: str, fraction: float, seed: int) -> str:
+    return os.path.join(config.out_dir, "runs", method, size, f"frac{fraction:g}", f"seed{seed}")
+
+
+def grid(config: SweepConfig) -> List[dict]:
+    return [dict(method=m, size=s, fraction=float(f), seed=int(seed))
+            for s in config.sizes for f in config.fractions for m in config.methods for seed in config.seeds]
+
+
+def register(config: SweepConfig):
+    """Registers the dataset's task family (idempotent) and returns the vocabulary."""
+    import tasks
+
+    vocabulary = tasks.get_vocabulary(config.spm_path)
+    tasks.register_dataset_tasks(config.dataset, config.data_dir, vocabulary=vocabulary,
+                                 fractions=config.fractions, split_map=config.split_map)
+    return vocabulary
+
+
+def model_config(size: str, vocabulary):
+    from dsbs_jax.models.config import t5_1_1_config
+
+    base, overrides = SIZES[size]
+    if base in ("tiny",):  # CPU students get a vocabulary-sized embedding
+        overrides = {**overrides, "vocab_size": -(-vocabulary.vocab_size // 128) * 128}
+    return t5_1_1_config(base, **overrides)
+
+
+def run_one(config: SweepConfig, run: Mapping, vocabulary) -> dict:
+    """Trains and evaluates one grid point unless its result.json exists; returns the result."""
+    from dsbs_jax.train.trainer import TrainConfig, train
+
+    directory = run_dir(config, run["method"], run["size"], run["fraction"], run["seed"])
+    result_path = os.path.join(directory, "result.json")
+    if os.path.exists(result_path):
+        with open(result_path) as f:
+            return {**json.load(f), "skipped": True}
+    train_task, eval_task = task_names(config.dataset, run["method"], run["fraction"])
+    started = time.time()
+    metrics = train(TrainConfig(
+        mixture_or_task_name=train_task, task_feature_lengths=dict(config.task_feature_lengths),
+        model_dir=os.path.join(directory, "model"), train_steps=config.train_steps, batch_size=config.batch_size,
+        model=model_config(run["size"], vocabulary), loss_mode=METHODS[run["method"]][3], optimizer=config.optimizer,
+        learning_rate=config.learning_rate, seed=run["seed"], eval_tasks=(eval_task,), eval_split=config.eval_split,
+        eval_period=None, checkpoint_period=max(config.train_steps // 2, 1), keep_checkpoints=1,
+        max_decode_length=config.max_decode_length, eval_batch_size=config.eval_batch_size,
+        eval_num_examples=config.eval_num_examples, progress_bar=config.progress_bar, async_checkpointing=False))
+    result = {**run, "train_task": train_task, "eval_task": eval_task,
+              "accuracy": float(metrics[f"eval/{eval_task}/accuracy"]), "final_loss": float(metrics["final_loss"]),
+              "steps": int(metrics["step"]), "wall_time_s": round(time.time() - started, 1)}
+    os.makedirs(directory, exist_ok=True)
+    with open(result_path + ".tmp", "w") as f:
+        json.dump(result, f, indent=1, sort_keys=True)
+    os.replace(result_path + ".tmp", result_path)
+    return {**result, "skipped": False}
+
+
+def run_sweep(config: SweepConfig, log=print) -> List[dict]:
+    """Runs the grid (skipping finished runs) and writes tables, plots and JSON into `out_dir`."""
+    from dsbs_jax.experiments import plots, results
+
+    vocabulary = register(config)
+    runs = []
+    points = grid(config)
+    for index, point in enumerate(points, 1):
+        result = run_one(config, point, vocabulary)
+        state = "skipped (finished earlier)" if result["skipped"] else f"{result['wall_time_s']:.0f} s"
+        log(f"[{index}/{len(points)}] {point['method']:<11} {point['size']:<5} {point['fraction']:>5g} % "
+            f"seed {point['seed']}: accuracy {result['accuracy']:.1f} %  ({state})")
+        runs.append(result)
+    results.write_all(config.out_dir, runs, extra={"dataset": config.dataset, "config": _jsonable(config)})
+    plots.plot_data_size(runs, os.path.join(config.out_dir, "accuracy_vs_data.png"),
+                         title=f"{config.dataset}: accuracy vs % of training data")
+    if len(config.sizes) > 1:
+        plots.plot_model_size(runs, os.path.join(config.out_dir, "accuracy_vs_size.png"),
+                              title=f"{config.dataset}: accuracy vs model size")
+    return runs
+
+
+def t5x_commands(config: SweepConfig, model_dir_root: str) -> List[str]:
+    """The grid as `python -m t5x.train` commands (gin files in gin/t5x/) for a TPU slice."""
+    commands = []
+    for point in grid(config):
+        train_task, eval_task = task_names(config.dataset, point["method"], point["fraction"])
+        size = point["size"] if point["size"] in ("small", "base", "large", "xl", "xxl") else "small"
+        gin_files = [f"gin/t5x/sizes/{size}.gin"]
+        if os.path.exists(os.path.join("gin", "t5x", "datasets", f"{config.dataset}.gin")):
+            gin_files.append(f"gin/t5x/datasets/{config.dataset}.gin")
+        model_dir = f"{model_dir_root.rstrip('/')}/{point['method']}/{size}/frac{point['fraction']:g}/seed{point['seed']}"
+        flags = [f"--gin_file={g}" for g in gin_files] + [
+            f"--gin.MIXTURE_OR_TASK_NAME=\"'{train_task}'\"", f"--gin.EVAL_MIXTURE_OR_TASK_NAME=\"'{eval_task}'\"",
+            f"--gin.MODEL_DIR=\"'{model_dir}'\"", f"--gin.train.random_seed={point['seed']}"]
+        commands.append("python -m t5x.train " + " ".join(flags))
+    return commands
+
+
+def _jsonable(config: SweepConfig) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+def _floats(text: str) -> List[float]:
+    return [float(x) for x in text.split(",") if x]
+
+
+def _split_map(text: Optional[str]) -> Optional[Dict[str, str]]:
+    if not text:
+        return None
+    try:
+        return dict(item.split("=", 1) for item in text.split(","))
+    except ValueError:
+        raise SystemExit(f"dsbs sweep: --split_map {text!r} must look like train=valid,validation=test,test=test")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="dsbs sweep", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data_root", help="directory holding {dataset}/manifest.json (from dsbs import/rationales)")
+    p.add_argument("--format", choices=["release"], help="import --src first (the paper's data release)")
+    p.add_argument("--src", help="release root for --format release")
+    p.add_argument("--out", required=True)
+    p.add_argument("--spm_path", help="SentencePiece model; default: trained on the training inputs (CPU runs)")
+    p.add_argument("--vocab_size", type=int, default=2000)
+    p.add_argument("--methods", default="standard,distill,dsbs_gold,dsbs_llm,single")
+    p.add_argument("--fractions", default="12.5,25,50,100")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--sizes", default="mini")
+    p.add_argument("--split_map", help="SeqIO split -> our split, e.g. train=valid,validation=test,test=test")
+    p.add_argument("--train_steps", type=int, default=1000)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--optimizer", default="adafactor", choices=["adafactor", "adamw"])
+    p.add_argument("--learning_rate", type=float)
+    p.add_argument("--inputs_length", type=int, default=256)
+    p.add_argument("--targets_length", type=int, default=128)
+    p.add_argument("--eval_split", default="test")
+    p.add_argument("--eval_num_examples", type=int)
+    p.add_argument("--emit", choices=["local", "t5x"], default="local")
+    p.add_argument("--model_dir_root", default="gs://YOUR_BUCKET/dsbs", help="for --emit t5x")
+    a = p.parse_args(argv)
+
+    data_root = a.data_root or os.path.join(a.out, "data")
+    if a.format == "release":
+        from dsbs_jax.data import import_cli
+
+        if not os.path.exists(os.path.join(data_root, a.dataset, "manifest.json")):
+            code = import_cli.main(["--format", "release", "--dataset", a.dataset, "--src", a.src, "--out", data_root])
+            if code:
+                return code
+    data_dir = os.path.join(data_root, a.dataset)
+    config = SweepConfig(
+        dataset=a.dataset, data_dir=data_dir, out_dir=a.out, spm_path=a.spm_path,
+        methods=tuple(a.methods.split(",")), fractions=tuple(_floats(a.fractions)),
+        seeds=tuple(int(s) for s in a.seeds.split(",")), sizes=tuple(a.sizes.split(",")),
+        split_map=_split_map(a.split_map), train_steps=a.train_steps, batch_size=a.batch_size, optimizer=a.optimizer,
+        learning_rate=a.learning_rate, task_feature_lengths={"inputs": a.inputs_length, "targets": a.targets_length},
+        eval_split=a.eval_split, eval_num_examples=a.eval_num_examples)
+    if a.emit == "t5x":
+        commands = t5x_commands(config, a.model_dir_root)
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, "t5x_commands.sh"), "w") as f:
+            f.write("#!/usr/bin/env bash\nset -euo pipefail\nexport DSBS_DATA_ROOT=" + shlex.quote(data_root) + "\n"
+                    + "\n".join(commands) + "\n")
+        print("\n".join(commands))
+        return 0
+    if config.spm_path is None:
+        config = dataclasses.replace(config, spm_path=train_vocabulary(data_dir, config.split_map, a.out, a.vocab_size))
+    runs = run_sweep(config)
+    from dsbs_jax.experiments.results import markdown_table
+
+    print(markdown_table(runs))
+    print(f"tables, plots and JSON in {a.out}")
+    return 0
+
+
+def train_vocabulary(data_dir: str, split_map: Optional[Mapping[str, str]], out: str, vocab_size: int) -> str:
+    """A SentencePiece model over the training split's inputs, labels and rationales (no download)."""
+    from dsbs_jax.data import tfrecords
+    from dsbs_jax.data.vocab import train_sentencepiece
+
+    path = os.path.join(out, "spm.model")
+    if os.path.exists(path):
+        return path
+    split = (split_map or {}).get("train", "train")
+    texts = []
+    for example in tfrecords.read_split(data_dir, split):
+        texts += [example.input, example.label or "", example.teacher_label or "", *example.rationales]
+    texts.append("predict: explain: So the answer is")
+    return train_sentencepiece(texts, os.path.join(out, "spm"), vocab_size=vocab_size)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

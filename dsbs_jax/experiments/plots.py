@@ -30,16 +30,7 @@ def plot_data_size(runs: Sequence[Mapping], path: str, title: str = "", size: Op
         xs = [f for f, _ in points]
         ax.errorbar(xs, [v["mean"] for _, v in points], yerr=[v["std"] for _, v in points], marker="o", capsize=3,
                     label=METHOD_LABELS.get(method, method))
-    ax.set_xlabel("% of training data")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or f"Accuracy vs training data ({size})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, "% of training data", title or f"Accuracy vs training data ({size})")
 
 
 def plot_model_size(runs: Sequence[Mapping], path: str, title: str = "") -> str:
@@ -52,12 +43,17 @@ def plot_model_size(runs: Sequence[Mapping], path: str, title: str = "") -> str:
     for method in sorted({k[0] for k in table}):
         ys = [table.get((method, s, fraction), {}).get("mean", float("nan")) for s in sizes]
         ax.plot(sizes, ys, marker="o", label=METHOD_LABELS.get(method, method))
-    ax.set_xlabel("model size")
+    return _save(plt, fig, ax, path, "model size", title or f"Accuracy vs model size ({fraction:g} % data)")
+
+
+def _save(plt, fig, ax, path: str, xlabel: str, title: str) -> str:
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or f"Accuracy vs model size ({fraction:g} % data)")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
     return path

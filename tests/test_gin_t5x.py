@@ -290,7 +290,7 @@ def test_t5x_entry_sets_every_required_macro(path):
     assert "MODEL" in state.macros, f"{path.relative_to(REPO)}: no model gin included (MODEL undefined)"
     assert any(f.name == "eval.gin" or f.name == "finetune.gin" for f in state.files)
     task = state.macros["MIXTURE_OR_TASK_NAME"]
-    assert isinstance(task, str) and re.fullmatch(r"[a-z0-9]+_[a-z0-9_]+", task), task
+    assert isinstance(task, str) and re.fullmatch(r"[a-z0-9]+_[a-z0-9_.]+", task), task
     if entry == "t5x.eval":
         assert task.endswith("_label_gold"), f"{path.name}: evaluation must decode a gold-label task, found {task}"
         return

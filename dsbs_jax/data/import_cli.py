@@ -19,6 +19,7 @@ import uuid
 from typing import Iterator, Optional, Sequence
 
 from dsbs_jax.data import adapters, schema, tfrecords
+from dsbs_jax.data.splits import VALIDATION_SPLIT, holdout
 from dsbs_jax.data.errors import DataError
 from dsbs_jax.data.specs import get_spec
 
@@ -45,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--filter_labels", action="store_true",
                    help="drop teacher labels/rationales that fail to parse (the paper keeps them)")
     p.add_argument("--limit", type=int, help="only the first N examples of each split (release format)")
+    p.add_argument("--holdout", type=float, default=None,
+                   help="share of train written as the 'valid' split when the data has none (default: the "
+                        "dataset's, 0.1 for cqa/svamp/asdiv as in the paper; 0 disables)")
     p.add_argument("--tfds_name", help="TFDS name when not the default for --dataset (e.g. a dataset you built)")
     g = p.add_argument_group("user data (jsonl/csv)")
     g.add_argument("--template",
@@ -105,6 +109,40 @@ def _summary(dataset_dir: str, manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def _holdout_share(args: argparse.Namespace, splits: Sequence[str]) -> float:
+    """The share of train to hold out as validation: only when train is imported and 'valid' is not."""
+    if "train" not in splits or splits_has_validation(splits):
+        return 0.0
+    if args.holdout is not None:
+        if not 0.0 <= args.holdout < 1.0:
+            raise DataError(None, None, None, f"--holdout {args.holdout}: expected a share in [0, 1)")
+        return args.holdout
+    try:
+        return get_spec(args.dataset).validation_holdout
+    except KeyError:
+        return 0.0
+
+
+def splits_has_validation(splits: Sequence[str]) -> bool:
+    return any(s in ("valid", "validation") for s in splits)
+
+
+def _write_train_and_holdout(args: argparse.Namespace, staging: str, share: float, extra: dict) -> None:
+    """Train minus the reference's `train_test_split(test_size=share, seed=0)`, and that part as 'valid'."""
+    from tqdm import tqdm
+
+    examples = list(tqdm(_examples(args, "train"), desc=f"{args.dataset}/train", unit=" ex", file=sys.stderr,
+                         mininterval=1.0))
+    kept, held_out = holdout(examples, test_size=share, seed=0)
+    rule = {"held_out_from": "train", "test_size": share, "seed": 0,
+            "rule": "datasets.Dataset.train_test_split (the reference's validation split)"}
+    tfrecords.write_split(staging, "train", kept, num_shards=args.num_shards, manifest_extra=extra,
+                          split_extra={"holdout": {**rule, "part": "train"}})
+    tfrecords.write_split(staging, VALIDATION_SPLIT, [e.replace(split=VALIDATION_SPLIT) for e in held_out],
+                          num_shards=args.num_shards, manifest_extra=extra,
+                          split_extra={"holdout": {**rule, "part": "test"}})
+
+
 def run(args: argparse.Namespace) -> dict:
     """Imports every split; returns the dataset's manifest."""
     from tqdm import tqdm
@@ -118,8 +156,12 @@ def run(args: argparse.Namespace) -> dict:
     if not splits:
         raise DataError(args.src, None, None, f"no {{split}}.{args.format} files in this directory",
                         fix="name the files train.jsonl, test.jsonl, ... or pass --splits")
+    holdout = _holdout_share(args, splits)
     try:
         for split in splits:
+            if split == "train" and holdout:
+                _write_train_and_holdout(args, staging, holdout, extra)
+                continue
             with tqdm(_examples(args, split), desc=f"{args.dataset}/{split}", unit=" ex", file=sys.stderr,
                       mininterval=1.0) as examples:
                 tfrecords.write_split(staging, split, examples, num_shards=args.num_shards, manifest_extra=extra)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -24,10 +25,15 @@ from typing import Any, Optional
 import pytest
 from gin import config_parser
 
+from dsbs_jax import methods
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GIN_DIR = REPO / "gin"
 T5X_DIR = GIN_DIR / "t5x"
 OUR_MODULES = ("tasks", "dsbs_jax")
+# Defined only where T5X imports (dsbs_jax/t5x_model.py); checked by the full parse when it does.
+T5X_ONLY = ("dsbs_jax.t5x_model.PairedEncoderDecoderModel",)
+HAVE_T5X = importlib.util.find_spec("t5x") is not None
 
 # name -> (includes, macros set to a value, macros left %gin.REQUIRED, macros used and not set).
 T5X_GIN_FILES = {
@@ -205,7 +211,7 @@ def _resolve_ours(selector: str, imports: dict, dynamic: bool):
         if configurable is None:
             return None if not selector.startswith(OUR_MODULES) else ("missing", selector)
         return configurable.wrapped
-    if not full.startswith(OUR_MODULES):
+    if not full.startswith(OUR_MODULES) or (full.startswith(T5X_ONLY) and not HAVE_T5X):
         return None
     parts = full.split(".")
     for cut in range(len(parts), 0, -1):
@@ -291,13 +297,16 @@ def test_t5x_entry_sets_every_required_macro(path):
     assert any(f.name == "eval.gin" or f.name == "finetune.gin" for f in state.files)
     task = state.macros["MIXTURE_OR_TASK_NAME"]
     assert isinstance(task, str) and re.fullmatch(r"[a-z0-9]+_[a-z0-9_.]+", task), task
+    ref = methods.parse_task_name(task)
+    assert ref is not None, f"{path.name}: {task} is not a task of the family"
     if entry == "t5x.eval":
-        assert task.endswith("_label_gold"), f"{path.name}: evaluation must decode a gold-label task, found {task}"
+        scoring = {m.eval_task(ref.dataset) for m in methods.METHODS.values()}
+        assert task in scoring, f"{path.name}: evaluation must decode a method's gold-label task, found {task}"
         return
     assert state.macros["USE_CACHED_TASKS"] is False
     eval_task = state.macros["EVAL_MIXTURE_OR_TASK_NAME"]
-    dataset = task.split("_")[0]
-    assert eval_task == f"{dataset}_label_gold", f"{path.name}: trains {task} but evaluates {eval_task}"
+    method = methods.method_for_task(task)
+    assert eval_task == method.eval_task(ref.dataset), f"{path.name}: trains {task} but evaluates {eval_task}"
     lengths = state.macros["TASK_FEATURE_LENGTHS"]
     assert set(lengths) == {"inputs", "targets"} and all(v % 8 == 0 for v in lengths.values()), lengths
 
@@ -334,7 +343,7 @@ def _num_partitions(path: pathlib.Path) -> int:
 
 
 def test_partitions_grow_with_size():
-    parts = {s: _num_partitions(T5X_DIR / "experiments" / f"cqa_dsbs_gold_{s}.gin")
+    parts = {s: _num_partitions(T5X_DIR / "experiments" / f"cqa_dsbs_{s}.gin")
              for s in ("small", "base", "large", "xl", "xxl")}
     assert parts["small"] == parts["base"] == 1, parts
     assert all(2 <= parts[s] <= 8 for s in ("large", "xl", "xxl")), parts
@@ -363,7 +372,8 @@ def tiny_data_root(tmp_path_factory) -> pathlib.Path:
     from dsbs_jax.data import schema, tfrecords
 
     root = tmp_path_factory.mktemp("dsbs_data")
-    for dataset, label in (("cqa", "bank"), ("esnli", "neutral"), ("anli1", "entailment"), ("svamp", "( 8.0 / 2.0 )")):
+    for dataset, label in (("cqa", "bank"), ("esnli", "neutral"), ("anli1", "entailment"), ("svamp", "( 8.0 / 2.0 )"),
+                           ("svamp_asdiv", "( 8.0 / 2.0 )")):
         for split in schema.SPLITS:
             examples = [
                 schema.Example(id=f"{split}-{i}", dataset=dataset, split=split, input=f"question {i} about {dataset}",

@@ -12,7 +12,7 @@ from dsbs_jax.experiments import demo, sweep
 
 def _command(out, data_root, spm):
     return [sys.executable, "-m", "dsbs_jax.cli", "sweep", "--dataset", "demo_math", "--data_root", str(data_root),
-            "--out", str(out), "--spm_path", spm, "--methods", "standard,dsbs_gold", "--fractions", "50,100",
+            "--out", str(out), "--spm_path", spm, "--methods", "standard,dsbs", "--fractions", "50,100",
             "--seeds", "0,1", "--sizes", "tiny", "--train_steps", "8", "--batch_size", "16", "--inputs_length", "64",
             "--targets_length", "48", "--eval_num_examples", "20"]
 
@@ -46,7 +46,7 @@ def test_sweep_skips_finished_runs_after_an_interruption(tmp_path):
         assert path.stat().st_mtime_ns == mtime  # not retrained
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert len(runs) == 8 and {(r["method"], r["fraction"], r["seed"]) for r in runs} == {
-        (m, f, s) for m in ("standard", "dsbs_gold") for f in (50.0, 100.0) for s in (0, 1)}
+        (m, f, s) for m in ("standard", "dsbs") for f in (50.0, 100.0) for s in (0, 1)}
     table = (out / "results.md").read_text()
     assert "(n=2)" in table and "±" in table
     assert (out / "results.csv").read_text().count("\n") == 5
@@ -54,11 +54,27 @@ def test_sweep_skips_finished_runs_after_an_interruption(tmp_path):
 
 
 def test_emit_t5x_commands(tmp_path, capsys):
+    """Each grid point: the generated experiment plus the sweep's own steps, batch, lr, lengths and seed."""
+    from dsbs_jax import gin_gen
+
     assert sweep.main(["--dataset", "cqa", "--data_root", str(tmp_path), "--out", str(tmp_path / "o"), "--emit", "t5x",
-                       "--methods", "standard,dsbs_llm", "--fractions", "25,100", "--seeds", "0", "--sizes", "base",
-                       "--model_dir_root", "gs://bucket/x"]) == 0
+                       "--methods", "standard,dsbs_llm", "--fractions", "25,100", "--seeds", "3", "--sizes", "base",
+                       "--model_dir_root", "gs://bucket/x", "--train_steps", "777", "--batch_size", "48",
+                       "--learning_rate", "3e-4", "--inputs_length", "320", "--targets_length", "96"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 4 and all(line.startswith("python -m t5x.train --gin_file=gin/t5x/sizes/base.gin") for line in lines)
-    assert any("MIXTURE_OR_TASK_NAME=\"'cqa_dsbs_llm_frac25'\"" in line and "cqa_label_gold" in line for line in lines)
-    assert any("gs://bucket/x/standard/base/frac100/seed0" in line for line in lines)
+    assert len(lines) == 4 and all(line.startswith("python -m t5x.train --gin_file=") for line in lines)
+    gin_file = tmp_path / "o" / "t5x" / "cqa_dsbs_llm_frac25_base_seed3.gin"
+    assert any(f"--gin_file={gin_file}" in line and "gs://bucket/x/cqa/cqa_dsbs_llm_frac25_base_seed3" in line
+               for line in lines)
+    text = gin_file.read_text()
+    assert text.startswith(gin_gen.t5x_experiment(gin_gen.Experiment("cqa", "dsbs_llm", "base", 25.0)))
+    for setting in ("FINETUNE_STEPS = 777", "BATCH_SIZE = 48", "LEARNING_RATE = 0.0003", "RANDOM_SEED = 3",
+                    "TASK_FEATURE_LENGTHS = {'inputs': 320, 'targets': 96}", 'MIXTURE_OR_TASK_NAME = "cqa_paired_llm_frac25"',
+                    'EVAL_MIXTURE_OR_TASK_NAME = "cqa_label_gold"', "include 'gin/t5x/paired.gin'"):
+        assert setting in text, setting
+    standard = (tmp_path / "o" / "t5x" / "cqa_standard_base_seed3.gin").read_text()
+    assert 'EVAL_MIXTURE_OR_TASK_NAME = "cqa_standard_gold"' in standard and "paired.gin" not in standard
     assert (tmp_path / "o" / "t5x_commands.sh").read_text().startswith("#!/usr/bin/env bash")
+    assert sweep.main(["--dataset", "cqa", "--data_root", str(tmp_path), "--out", str(tmp_path / "o2"), "--emit",
+                       "t5x", "--optimizer", "adafactor"]) == 2
+    assert "--emit t5x" in capsys.readouterr().err

@@ -236,6 +236,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--eval_num_examples", type=int)
     p.add_argument("--emit", choices=["local", "t5x"], default="local")
     p.add_argument("--model_dir_root", default="gs://YOUR_BUCKET/dsbs", help="for --emit t5x")
+    p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
     a = p.parse_args(argv)
 
     data_root = a.data_root or os.path.join(a.out, "data")
@@ -247,6 +248,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if code:
                 return code
     data_dir = os.path.join(data_root, a.dataset)
+    try:
+        return _run(a, data_root, data_dir)
+    except (ValueError, KeyError, FileNotFoundError, OSError) as e:
+        if a.verbose:
+            raise
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"dsbs sweep: error: {message} (--verbose for the traceback)", file=sys.stderr)
+        return 2
+
+
+def _run(a: argparse.Namespace, data_root: str, data_dir: str) -> int:
+    if a.emit != "t5x" and not os.path.exists(os.path.join(data_dir, "manifest.json")):
+        raise FileNotFoundError(f"--data_root {data_root}: no {a.dataset}/manifest.json there; import the data first "
+                                "(`dsbs import`, or --format release --src DIR).")
     config = SweepConfig(
         dataset=a.dataset, data_dir=data_dir, out_dir=a.out, spm_path=a.spm_path,
         methods=tuple(a.methods.split(",")), fractions=tuple(_floats(a.fractions)),

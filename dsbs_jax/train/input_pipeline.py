@@ -97,7 +97,12 @@ def paired_converter_cls():
             if "rationale_inputs" not in ds.element_spec:
                 plain = {k: task_feature_lengths[k] for k in ("inputs", "targets")}
                 return seqio.EncDecFeatureConverter(pack=False, **self._kwargs)(ds, plain)
-            return super().__call__(ds, self.with_rationale_lengths(task_feature_lengths))
+            lengths = self.with_rationale_lengths(task_feature_lengths)
+            missing = [k for k in ("rationale_inputs", "rationale_targets") if k not in task_feature_lengths]
+            if missing:
+                ds = ds.map(lambda ex: _trim_with_eos(ex, {k: lengths[k] for k in missing}),
+                            num_parallel_calls=tf.data.AUTOTUNE)
+            return super().__call__(ds, lengths)
 
         def _convert_example(self, features):
             out = {}
@@ -121,6 +126,23 @@ def paired_converter_cls():
                                    ("decoder_input_tokens", targets), ("decoder_loss_weights", targets))}
 
     return PairedFeatureConverter
+
+
+def _trim_with_eos(example, lengths, eos_id: int = 1):
+    """`seqio.preprocessors.append_eos_after_trim` for features the task was not given a length for.
+
+    T5X passes its two-key TASK_FEATURE_LENGTHS to the task, so the rationale features arrive
+    untrimmed; T5's EOS id is 1.
+    """
+    import tensorflow as tf
+
+    out = dict(example)
+    for key, length in lengths.items():
+        ids = example[key]
+        out[key] = tf.cond(tf.size(ids) > length,
+                           lambda ids=ids, length=length: tf.concat([ids[:length - 1], [eos_id]], axis=0),
+                           lambda ids=ids: ids)
+    return out
 
 
 def paired_feature_converter():

@@ -85,3 +85,35 @@ def test_killed_and_restarted_run_matches_uninterrupted(letters, tmp_path):
     initial = inference.load_for_inference(str(killed), step=PERIOD)[0]
     assert any(not np.array_equal(np.asarray(a), np.asarray(b))
                for a, b in zip(jax.tree.leaves(initial), leaves))
+
+
+def _final_save_started(model_dir) -> bool:
+    ckpts = pathlib.Path(model_dir) / "checkpoints"
+    return ckpts.is_dir() and any(p.name.startswith(f"{STEPS}.") for p in ckpts.iterdir())
+
+
+def test_killed_during_the_final_save_resumes_bit_identical(letters, tmp_path):
+    """SIGKILL while the last checkpoint is being written (before the final eval), then resume."""
+    gin.clear_config()
+    assert cli.train_main(_argv(tmp_path / "ref")) == 0
+    ref_leaves = jax.tree.leaves(inference.load_for_inference(str(tmp_path / "ref"))[0])
+    for attempt in range(3):  # the write takes milliseconds: retry if the kill came after it
+        killed = tmp_path / f"killed{attempt}"
+        cmd = [sys.executable, "-m", "dsbs_jax.cli", "train", *_argv(killed)]
+        proc = subprocess.Popen(cmd, env=_env(letters), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while not _final_save_started(killed) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if STEPS not in _complete_steps(killed):
+            break
+    assert STEPS not in _complete_steps(killed), "the final checkpoint was always complete before the kill"
+    assert max(_complete_steps(killed)) == STEPS - PERIOD
+    restarted = subprocess.run(cmd, env=_env(letters), capture_output=True, text=True, timeout=400)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert f"step {STEPS - PERIOD}" in restarted.stderr
+    leaves = jax.tree.leaves(inference.load_for_inference(str(killed))[0])
+    assert len(leaves) == len(ref_leaves) > 20
+    for a, b in zip(ref_leaves, leaves):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

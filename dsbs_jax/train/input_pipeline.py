@@ -17,6 +17,7 @@ TensorFlow is imported inside functions only: the train step runs on machines wi
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 from typing import Any, Dict, Iterator, Mapping, Optional
 
@@ -171,9 +172,9 @@ def get_mixture_or_task(name: str):
         return seqio.get_mixture_or_task(name)
     except ValueError as e:
         known = sorted(set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names()))
-        close = [k for k in known if name.split("_")[0] in k][:20]
+        close = difflib.get_close_matches(name, known, n=20, cutoff=0.6)
         raise DataError(
-            f"SeqIO task or mixture {name!r} is not registered ({e}). Registered with the same prefix: "
+            f"SeqIO task or mixture {name!r} is not registered ({e}). Registered with similar names: "
             f"{close or known[:20]}. Fix: set --gin.MIXTURE_OR_TASK_NAME, or import the module that "
             "registers it (--gin.MIXTURE_OR_TASK_MODULE='tasks', with $DSBS_DATA_ROOT set).") from None
 

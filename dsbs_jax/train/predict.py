@@ -157,12 +157,15 @@ def write_jsonl(path: str, records: Iterable[Dict[str, Any]]) -> None:
 
 def _check_writable(path: str) -> None:
     """Fails before decoding, not after, when `--output` cannot be written."""
-    directory = os.path.dirname(os.path.abspath(path))
-    existing = directory
-    while not os.path.isdir(existing):
+    if os.path.isdir(path):
+        raise PredictError(f"--output {path}: is a directory; name a .jsonl file.")
+    existing = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(existing):
         existing = os.path.dirname(existing)
-    if os.path.isdir(path) or not os.access(existing, os.W_OK):
-        raise PredictError(f"--output {path}: cannot write there ({'a directory' if os.path.isdir(path) else 'no write permission in ' + existing}).")
+    if not os.path.isdir(existing):
+        raise PredictError(f"--output {path}: {existing} is a file, so no directory can be made there.")
+    if not os.access(existing, os.W_OK):
+        raise PredictError(f"--output {path}: no write permission in {existing}.")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

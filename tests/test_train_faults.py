@@ -1,0 +1,160 @@
+"""Bad configurations of `dsbs train`, `dsbs eval`, `dsbs predict` and `dsbs sweep`, run as a user would.
+
+Each case runs the real CLI in a subprocess and asserts: the exit code, a one-line message naming
+the flag/file/field, no traceback, and that every pre-existing output file is byte-identical.
+Plus the happy paths that used to fail: relative paths from another working directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+from typing import Callable, List, Optional
+
+import pytest
+
+import synthetic_letters
+from dsbs_jax.data.vocab import train_sentencepiece
+
+TESTS = pathlib.Path(__file__).resolve().parent
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A letters data root, its vocabulary, and one finished `dsbs train` run of the dsbs method."""
+    root = tmp_path_factory.mktemp("faults")
+    spm = train_sentencepiece(synthetic_letters.vocab_texts(), str(root / "spm"), vocab_size=64)
+    synthetic_letters.write_dataset(root / "data")
+    env = {**os.environ, "DSBS_DATA_ROOT": str(root / "data"), "DSBS_SPM_PATH": spm,
+           "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+    run = root / "run"
+    result = _dsbs(["train", *_train_flags(run)], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (root / "in.jsonl").write_text("".join(json.dumps({"input": e.input}) + "\n"
+                                           for e in synthetic_letters.make_examples("valid", 8, 1)))
+    return {"root": root, "env": env, "run": run, "spm": spm}
+
+
+def _train_flags(model_dir, *extra: str) -> List[str]:
+    return ["--gin_file=models/tiny.gin", "--gin_file=runs/finetune.gin", "--gin.MIXTURE_OR_TASK_MODULE=tasks",
+            "--gin.METHOD=dsbs", "--gin.DATASET=letters", "--gin.TASK_FEATURE_LENGTHS={'inputs': 24, 'targets': 24}",
+            f"--gin.TRAIN_STEPS={STEPS}", f"--gin.MODEL_DIR={model_dir}", "--gin.BATCH_SIZE=8", "--gin.VOCAB_SIZE=128",
+            "--gin.EVAL_SPLIT='test'", "--gin.CHECKPOINT_PERIOD=3", *extra]
+
+
+def _dsbs(argv, env, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dsbs_jax.cli", *argv], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+def tree_digest(path: pathlib.Path) -> dict:
+    """sha256 of every file under `path` (relative name -> hex)."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    argv: Callable[[dict], List[str]]
+    message: str
+    code: int = 2
+    setup: Optional[Callable[[dict], None]] = None
+
+
+CASES = [
+    Case("train: eval split the data lacks, found before step 1",
+         lambda w: ["train", *_train_flags(w["root"] / "new_run", "--gin.EVAL_SPLIT='dev'")],
+         "EVAL_SPLIT"),
+    Case("train: resume with another model size",
+         lambda w: ["train", *_train_flags(w["run"], "--gin.MODEL_SIZE='small'", f"--gin.TRAIN_STEPS={STEPS + 3}")],
+         "model.emb_dim:"),
+    Case("train: resume with another vocabulary size",
+         lambda w: ["train", *_train_flags(w["run"], "--gin.VOCAB_SIZE=256", f"--gin.TRAIN_STEPS={STEPS + 3}")],
+         "ALLOW_CONFIG_CHANGE"),
+    Case("train: resume with another method",
+         lambda w: ["train", *_train_flags(w["run"], "--gin.METHOD='standard'", f"--gin.TRAIN_STEPS={STEPS + 3}")],
+         "method: 'dsbs' -> 'standard'"),
+    Case("train: unknown method", lambda w: ["train", *_train_flags(w["root"] / "r2", "--gin.METHOD='dsbs_paired'")],
+         "Unknown method 'dsbs_paired'"),
+    Case("train: method and task disagree",
+         lambda w: ["train", *_train_flags(w["root"] / "r3", "--gin.MIXTURE_OR_TASK_NAME='letters_standard_gold'")],
+         "not of METHOD='dsbs'"),
+    Case("train: pack a paired method", lambda w: ["train", *_train_flags(w["root"] / "r4", "--gin.PACK=True")],
+         "cannot be packed"),
+    Case("eval: checkpoint path that does not exist",
+         lambda w: ["eval", "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT_PATH={w['root'] / 'nowhere'}"],
+         "does not exist"),
+    Case("predict: output directory not writable",
+         lambda w: ["predict", "--checkpoint", str(w["run"]), "--input", str(w["root"] / "in.jsonl"),
+                    "--output", str(w["root"] / "in.jsonl" / "out.jsonl")], "in.jsonl is a file"),
+    Case("predict: --method contradicts the run's",
+         lambda w: ["predict", "--checkpoint", str(w["run"]), "--input", str(w["root"] / "in.jsonl"),
+                    "--output", str(w["root"] / "p1.jsonl"), "--method", "standard"], "not --method standard"),
+    Case("predict: missing input", lambda w: ["predict", "--checkpoint", str(w["run"]), "--input",
+                                              str(w["root"] / "missing.jsonl"), "--output", str(w["root"] / "p2.jsonl")],
+         "missing.jsonl: no such file"),
+    Case("sweep: unknown method", lambda w: ["sweep", "--dataset", "letters", "--data_root", str(w["root"] / "data"),
+                                             "--out", str(w["root"] / "sweep"), "--methods", "standard,dsbs_gold"],
+         "Unknown method(s) ['dsbs_gold']"),
+    Case("sweep: missing data root", lambda w: ["sweep", "--dataset", "letters", "--data_root",
+                                                str(w["root"] / "no_data"), "--out", str(w["root"] / "sweep2")],
+         "no letters/manifest.json"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_configuration(world, case):
+    before = tree_digest(world["root"])
+    result = _dsbs(case.argv(world), world["env"])
+    output = result.stdout + result.stderr
+    assert result.returncode == case.code, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower() and "dsbs" in line]
+    assert len(errors) == 1 and case.message in errors[0], result.stderr[-3000:]
+    assert tree_digest(world["root"]) == before
+
+
+def test_eval_misconfiguration_is_found_before_training(world):
+    run = world["root"] / "never_trained"
+    result = _dsbs(["train", *_train_flags(run, "--gin.EVAL_SPLIT='dev'")], world["env"])
+    assert result.returncode == 2
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
+    assert "train:" not in result.stderr  # no progress bar: not a single step ran
+
+
+def test_relative_paths_from_another_directory(world, tmp_path):
+    """`--gin.CHECKPOINT_PATH=run` (relative) evaluates; predict works from another directory."""
+    root = world["root"]
+    result = _dsbs(["eval", "--gin_file=runs/eval.gin", "--gin.CHECKPOINT_PATH=run", "--gin.EVAL_SPLIT='test'",
+                    f"--gin.EVAL_OUTPUT_DIR={tmp_path / 'eval'}", "--gin.MIXTURE_OR_TASK_MODULE=tasks"],
+                   world["env"], cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "eval/letters_label_gold/accuracy" in json.loads(result.stdout)
+    record = json.loads((world["run"] / "dsbs_run.json").read_text())
+    assert os.path.isabs(record["vocabulary"]["sentencepiece_model_file"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = _dsbs(["predict", "--checkpoint", os.path.relpath(world["run"], elsewhere), "--input",
+                    os.path.relpath(root / "in.jsonl", elsewhere), "--output", "out.jsonl", "--rationale"],
+                   world["env"], cwd=elsewhere)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (elsewhere / "out.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all("prediction" in r and "rationale" in r for r in rows)
+
+
+def test_allow_config_change_resumes_another_task(world, tmp_path):
+    """--gin.ALLOW_CONFIG_CHANGE=True resumes a run with another method (same model)."""
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(world["run"], run)
+    result = _dsbs(["train", *_train_flags(run, "--gin.METHOD='standard'", f"--gin.TRAIN_STEPS={STEPS + 2}",
+                                           "--gin.ALLOW_CONFIG_CHANGE=True", "--gin.EVAL_PERIOD=-1")], world["env"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "dsbs_run.json").read_text())["method"] == "standard"

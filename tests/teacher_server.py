@@ -27,7 +27,8 @@ def answer_for(prompt: str) -> str:
 
 
 class FaultPlan:
-    """What the next requests get: a list consumed front to back ('429', '500', 'hang', 'ok'); then `default`."""
+    """What the next requests get: a list consumed front to back ('429', '500', '401', '404', 'hang', 'html',
+    'junk', 'ok'); then `default`."""
 
     def __init__(self, plan=(), default: str = "ok", delay_s: float = 0.0):
         self.plan, self.default, self.delay_s = list(plan), default, delay_s
@@ -50,8 +51,14 @@ def make_app(plan: FaultPlan) -> web.Application:
             return web.json_response({"error": "boom"}, status=500)
         if action == "hang":
             await asyncio.sleep(5)
-        if action == "401":
-            return web.json_response({"error": "bad key"}, status=401)
+        if action in ("401", "404"):
+            return web.json_response({"error": "bad key or model"}, status=int(action))
+        if action == "html":  # a 200 that is not an OpenAI reply (e.g. --base_url points at a web page)
+            return web.Response(text="<html><body>Welcome to nginx!</body></html>", content_type="text/html")
+        if action == "junk":  # parses as nothing: no answer phrase
+            text = "A:."
+            choice = {"message": {"role": "assistant", "content": text}} if "messages" in body else {"text": text}
+            return web.json_response({"choices": [{**choice, "index": 0}], "usage": {}})
         await asyncio.sleep(plan.delay_s)
         prompt = body.get("prompt") or body["messages"][-1]["content"]
         text = answer_for(prompt)

@@ -68,7 +68,7 @@ def report_error(prog: str, error: BaseException, *, verbose: bool = False, code
     if verbose:
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
     message = error.args[0] if isinstance(error, KeyError) and error.args else (
-        getattr(error, "message", None) or str(error))  # tf.errors.* keep theirs in .message
+        str(error) or getattr(error, "message", ""))  # tf.errors.* may keep theirs in .message only
     message = " ".join(redact(str(message)).split()) or type(error).__name__
     print(f"{prog}: error: {message}", file=sys.stderr)
     return code

@@ -34,6 +34,9 @@ class FaultPlan:
         self.plan, self.default, self.delay_s = list(plan), default, delay_s
         self.seen: list[dict] = []
         self.lock = threading.Lock()
+        # Requests after the first `hold_after` wait until `release` is set (a job held mid-run).
+        self.hold_after: Optional[int] = None
+        self.release = threading.Event()
 
     def next(self) -> str:
         with self.lock:
@@ -44,6 +47,9 @@ def make_app(plan: FaultPlan) -> web.Application:
     async def completions(request: web.Request) -> web.Response:
         body = await request.json()
         plan.seen.append({"headers": dict(request.headers), "body": body, "path": request.path})
+        if plan.hold_after is not None and len(plan.seen) > plan.hold_after:
+            while not plan.release.is_set():
+                await asyncio.sleep(0.01)
         action = plan.next()
         if action == "429":
             return web.json_response({"error": "rate limited"}, status=429, headers={"Retry-After": "0.1"})

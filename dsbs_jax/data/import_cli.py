@@ -156,6 +156,20 @@ def _check_out(args: argparse.Namespace, dataset_dir: str, source: dict) -> bool
                       "whole, or choose another --out")
 
 
+def _check_sources(args: argparse.Namespace, splits: list[str]) -> None:
+    """The dataset name and every split's file, checked before any is read (fails in a moment)."""
+    if args.format in ("release", "tfds"):
+        get_spec(args.dataset)
+    if args.format == "release":
+        for split in splits:
+            adapters.release.release_files(args.src, args.dataset, split)
+    elif args.format in ("jsonl", "csv"):
+        for split in splits:
+            path = _user_path(args.src, split, args.format)
+            if not adapters.base.path_exists(path):
+                raise DataError(path, None, None, "file not found", fix="check --src and --splits")
+
+
 def run(args: argparse.Namespace) -> dict:
     """Imports every split; returns the dataset's manifest."""
     from tqdm import tqdm
@@ -174,6 +188,7 @@ def run(args: argparse.Namespace) -> dict:
     if not splits:
         raise DataError(args.src, None, None, f"no {{split}}.{args.format} files in this directory",
                         fix="name the files train.jsonl, test.jsonl, ... or pass --splits")
+    _check_sources(args, splits)
     staging = f"{args.out.rstrip('/')}/.{args.dataset}.staging-{uuid.uuid4().hex[:8]}"
     try:
         for split in splits:

@@ -185,11 +185,11 @@ def _spec_file(name: str, data_dir: Optional[str]) -> Optional[str]:
         roots.append(os.environ[DATA_ROOT_ENV])
     if not roots:
         return None
-    import tensorflow as tf  # lazily: gs:// data dirs; model code imports specs without TF
+    from dsbs_jax.data import fs  # tf.io.gfile only for gs:// data dirs
 
     for root in roots:
         for candidate in (f"{root.rstrip('/')}/{SPEC_FILE}", f"{root.rstrip('/')}/{name}/{SPEC_FILE}"):
-            if tf.io.gfile.exists(candidate):
+            if fs.exists(candidate):
                 return candidate
     return None
 

@@ -10,7 +10,7 @@ every example was written, and the manifest is written last (itself via a temp f
 anything fails (a bad record raising `DataError` in the middle of the input, a full disk),
 the temp files are deleted and the previous complete output of that split is untouched.
 Readers take the shard list from the manifest, never from a glob of a directory that may be
-half written. Paths go through `tf.io.gfile`, so `gs://` works.
+half written. Paths go through `fs` (`tf.io.gfile` for URLs), so `gs://` works.
 
     manifest = write_split("/data/cqa", "train", examples, num_shards=4)
     for ex in read_split("/data/cqa", "train", verify=True): ...
@@ -30,9 +30,9 @@ _CHUNK = 1 << 20
 
 
 def _gfile():
-    import tensorflow as tf  # lazily: model code imports this package without TF
+    from dsbs_jax.data import fs  # os for local paths, tf.io.gfile (imported lazily) for URLs
 
-    return tf.io.gfile
+    return fs
 
 
 def _join(*parts: str) -> str:

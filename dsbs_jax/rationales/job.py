@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Optional
 import gin
 
 from dsbs_jax import flags
-from dsbs_jax.data import schema, specs, tfrecords
+from dsbs_jax.data import fs, schema, specs, tfrecords
 from dsbs_jax.data.adapters import attach_teacher_output
 from dsbs_jax.rationales import backends, prompts
 from dsbs_jax.rationales.backends import redact_url
@@ -191,7 +191,7 @@ def _check_owner(config: JobConfig, job_id: str, resuming: bool) -> None:
     examples became 5) and relabel the manifest's teacher.
     """
     dataset_dir = os.path.join(config.out, config.dataset)
-    if not tfrecords._gfile().exists(os.path.join(dataset_dir, tfrecords.MANIFEST)):
+    if not fs.exists(os.path.join(dataset_dir, tfrecords.MANIFEST)):
         return
     manifest = tfrecords.read_manifest(dataset_dir)
     if manifest.get("created_by") == "dsbs import" or "source" in manifest:
@@ -375,21 +375,24 @@ def run_job(config: JobConfig) -> dict:
     problem = flags.check_writable(config.out, "--out")
     if problem:
         raise ValueError(problem)
+    if config.src is not None and not fs.exists(config.src):
+        raise FileNotFoundError(f"--src {config.src} does not exist; pass a release root, a dataset dir written by "
+                                "`dsbs import`, or check the path.")
     spec = specs.get_spec(config.dataset, data_dir=config.src)
     template = prompts.load_prompt(spec, config.prompt_file) if config.teacher != "annotations" else None
-    examples = read_inputs(config, spec)
-    mine = [e for e in examples if shard_of(e.id, config.num_shards) == config.shard_index]
     work_dir = _work_dir(config)
     fingerprint = {**config.fingerprint(), "prompt_sha256": template.sha256 if template else None}
     job_id = _job_id(fingerprint)
     _check_owner(config, job_id, _check_fingerprint(work_dir, fingerprint, write=False))
+    examples = read_inputs(config, spec)
     with JobLock(os.path.join(work_dir, "lock")):
         resuming = _check_fingerprint(work_dir, fingerprint)
         _check_owner(config, job_id, resuming)  # again, now that no other job can write
-        return _run_locked(config, spec, template, examples, mine, work_dir, fingerprint, job_id)
+        return _run_locked(config, spec, template, examples, work_dir, fingerprint, job_id)
 
 
-def _run_locked(config, spec, template, examples, mine, work_dir, fingerprint, job_id) -> dict:
+def _run_locked(config, spec, template, examples, work_dir, fingerprint, job_id) -> dict:
+    mine = [e for e in examples if shard_of(e.id, config.num_shards) == config.shard_index]
     log = ProgressLog(os.path.join(work_dir, "progress.jsonl"))
     earlier = _segments(work_dir, log)
     segment = 1 + max([*earlier, *(r.get("segment", 0) or 0 for r in log.records.values()), 0])
@@ -452,32 +455,28 @@ def _write_shard(config: JobConfig, examples: list[schema.Example], piece: dict)
     staging = os.path.join(work_dir, "staging")
     tfrecords.remove_dir(staging)
     entry = tfrecords.write_split(staging, config.split, examples, num_shards=1)
-    import tensorflow as tf
-
     final = tfrecords.shard_name(config.split, config.shard_index, config.num_shards)
-    tf.io.gfile.rename(os.path.join(staging, entry["files"][0]),
+    fs.rename(os.path.join(staging, entry["files"][0]),
                        os.path.join(config.out, config.dataset, final), overwrite=True)
     piece = {**piece, "file": final, "sha256": entry["sha256"][entry["files"][0]]}
     path = os.path.join(work_dir, "piece.json")
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+    with fs.GFile(path + ".tmp", "w") as f:
         json.dump(piece, f, indent=1, sort_keys=True)
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    fs.rename(path + ".tmp", path, overwrite=True)
     tfrecords.remove_dir(staging)
 
 
 def merge(out: str, dataset: str, split: str, num_shards: int) -> dict:
     """Checks the shards cover every input id exactly once and records the split in the manifest."""
-    import tensorflow as tf
-
     dataset_dir = os.path.join(out, dataset)
     pieces = []
     for index in range(num_shards):
         tag = f"{split}.shard-{index:05d}-of-{num_shards:05d}"
         path = os.path.join(dataset_dir, WORK_DIR, tag, "piece.json")
-        if not tf.io.gfile.exists(path):
+        if not fs.exists(path):
             raise FileNotFoundError(f"Shard {index} of {num_shards} is not finished ({path} missing): run "
                                     f"`dsbs rationales ... --num_shards {num_shards} --shard_index {index}` first.")
-        with tf.io.gfile.GFile(path) as f:
+        with fs.GFile(path) as f:
             pieces.append(json.load(f))
     totals = {p["num_inputs_total"] for p in pieces}
     if len(totals) != 1:

@@ -27,9 +27,9 @@ _INSIDE = re.compile(rb'["\\]')
 
 
 def _gfile():
-    import tensorflow as tf  # lazily; tf.io.gfile makes gs:// sources work like local ones
+    from dsbs_jax.data import fs  # tf.io.gfile (imported lazily) makes gs:// sources work like local ones
 
-    return tf.io.gfile
+    return fs
 
 
 class _FieldScanner:

@@ -163,17 +163,17 @@ def spec_from_record(record: Mapping[str, Any], path: str = SPEC_FILE) -> specs.
 
 def write_spec_file(dataset_dir: str, record: Mapping[str, Any]) -> None:
     """Writes the spec record next to the manifest."""
-    import tensorflow as tf
+    from dsbs_jax.data import fs
 
-    tf.io.gfile.makedirs(dataset_dir)
-    with tf.io.gfile.GFile(join(dataset_dir, SPEC_FILE), "w") as f:
+    fs.makedirs(dataset_dir)
+    with fs.GFile(join(dataset_dir, SPEC_FILE), "w") as f:
         f.write(json.dumps(dict(record), indent=1, sort_keys=True))
 
 
 def read_spec_file(path: str) -> specs.DatasetSpec:
-    import tensorflow as tf
+    from dsbs_jax.data import fs
 
-    with tf.io.gfile.GFile(path, "r") as f:
+    with fs.GFile(path, "r") as f:
         text = f.read()
     try:
         record = json.loads(text)

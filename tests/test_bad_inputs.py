@@ -306,3 +306,10 @@ def test_field_scanner_handles_escapes_nesting_and_chunk_boundaries(tmp_path):
             assert list(lines.iter_json_lines(str(path), max_field_bytes=limit + 8)) == [(1, record)]
     finally:
         lines._CHUNK = old_chunk
+
+
+def test_verbose_adds_the_traceback(tmp_path, out, capsys):
+    src = _cqa_release(tmp_path / "r", mutate=_edit_record(5, question=_DELETE))
+    rc, err = _import(capsys, *_release_args(src, out), "--verbose")
+    assert rc == 1 and "Traceback (most recent call last)" in err
+    assert err.strip().splitlines()[-1].startswith("dsbs import: error: cqa_test.json:5: field 'question'")

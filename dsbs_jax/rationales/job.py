@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -512,7 +513,10 @@ def merge(out: str, dataset: str, split: str, num_shards: int) -> dict:
             split_extra[key] = pieces[0][key]
     manifest_extra = {"teacher": pieces[0]["teacher"], "prompt_sha256": pieces[0]["prompt_sha256"],
                       "num_samples": pieces[0]["num_samples"]}
-    # Shard jobs of other splits may merge into the same manifest at the same time.
-    with JobLock(os.path.join(dataset_dir, WORK_DIR, "manifest.lock"), wait=True):
+    # Shard jobs of other splits may merge into the same manifest at the same time (a local
+    # lock; object stores have no flock, and there one merge per dataset at a time is the rule).
+    lock = (contextlib.nullcontext() if fs.is_url(dataset_dir)
+            else JobLock(os.path.join(dataset_dir, WORK_DIR, "manifest.lock"), wait=True))
+    with lock:
         return tfrecords.record_split(dataset_dir, split, examples, [p["file"] for p in pieces],
                                       manifest_extra=manifest_extra, split_extra=split_extra)

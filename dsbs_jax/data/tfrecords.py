@@ -56,8 +56,8 @@ def read_manifest(dataset_dir: str) -> dict:
     path = _join(dataset_dir, MANIFEST)
     gfile = _gfile()
     if not gfile.exists(dataset_dir):
-        raise FileNotFoundError(f"No dataset directory {dataset_dir}: check the path (--src, DSBS_DATA_ROOT) or "
-                                "write it with `dsbs import ... --out` first.")
+        raise FileNotFoundError(f"No dataset directory {dataset_dir} (so no {MANIFEST}): check the path (--src, "
+                                "DSBS_DATA_ROOT) or write it with `dsbs import ... --out` first.")
     if not gfile.exists(path):
         raise FileNotFoundError(
             f"No {MANIFEST} in {dataset_dir}: it is written last, so the import or rationale job that "

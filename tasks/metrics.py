@@ -4,51 +4,11 @@ Predictions and targets arrive as decoded strings (seqio postprocessors strip th
 """
 from __future__ import annotations
 
-import ast
 import collections
-import operator
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Sequence
 
-EQUATION_TOLERANCE = 1e-4
-# The single-task target is "{rationale}{SINGLE_SEPARATOR}{label}" (see registry.py).
-SINGLE_SEPARATOR = " So the answer is "
-
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.Pow: operator.pow, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod}
-_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
-
-
-def evaluate_equation(text: str) -> Optional[float]:
-    """The numeric value of an arithmetic expression such as `( 84.0 / 2.0 )`, or None.
-
-    Walks the parsed AST and allows only numbers, + - * / // % ** and parentheses: names,
-    calls, attributes, comparisons and anything else make the expression invalid (never `eval`).
-    Division by zero, overflow and huge powers are invalid too.
-    """
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except (SyntaxError, ValueError):
-        return None
-
-    def _eval(node: ast.AST) -> float:
-        if isinstance(node, ast.Expression):
-            return _eval(node.body)
-        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            return float(node.value)
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-            return _UNARY[type(node.op)](_eval(node.operand))
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-            left, right = _eval(node.left), _eval(node.right)
-            if isinstance(node.op, ast.Pow) and abs(right) > 64:
-                raise ValueError("exponent too large")
-            return _BINARY[type(node.op)](left, right)
-        raise ValueError(f"disallowed syntax: {type(node).__name__}")
-
-    try:
-        value = _eval(tree)
-    except (ValueError, ZeroDivisionError, OverflowError, TypeError):
-        return None
-    return value if value == value and abs(value) != float("inf") else None
+from dsbs_jax.data.labels import EQUATION_TOLERANCE, evaluate_equation, labels_match  # noqa: F401
+from dsbs_jax.methods import SINGLE_SEPARATOR
 
 
 def accuracy(targets: Sequence[str], predictions: Sequence[str]) -> Mapping[str, float]:
@@ -59,10 +19,7 @@ def accuracy(targets: Sequence[str], predictions: Sequence[str]) -> Mapping[str,
 
 def equation_accuracy(targets: Sequence[str], predictions: Sequence[str]) -> Mapping[str, float]:
     """Accuracy where a prediction is right if its equation's value equals the gold one's (|Δ| ≤ 1e-4)."""
-    hits = 0
-    for target, prediction in zip(targets, predictions):
-        gold, found = evaluate_equation(target), evaluate_equation(prediction)
-        hits += gold is not None and found is not None and abs(gold - found) <= EQUATION_TOLERANCE
+    hits = sum(labels_match("equation", str(p), str(t)) for t, p in zip(targets, predictions))
     return {"accuracy": 100.0 * hits / max(len(targets), 1)}
 
 

@@ -44,10 +44,12 @@ def test_sizes_and_nesting():
 
 @pytest.mark.usefixtures("registered")
 def test_identical_across_methods_and_label_sources():
+    from dsbs_jax import methods
+
     reference = _ids("frac_label_gold_frac25")
-    for variant, labels in (("standard", "gold"), ("single", "gold"), ("paired", "gold"), ("label", "llm"),
-                            ("standard", "llm"), ("single", "llm"), ("paired", "llm"), ("rationale", None)):
-        assert _ids(tasks.task_name("frac", variant, labels, 25)) == reference, (variant, labels)
+    for method in methods.METHODS.values():
+        for task in method.component_tasks("frac", 25):
+            assert _ids(task) == reference, (method.name, task)
 
 
 @pytest.mark.usefixtures("registered")

@@ -4,13 +4,14 @@ import pathlib
 import gin
 import pytest
 
-from dsbs_jax import gin_utils
+from dsbs_jax import gin_gen, gin_utils, methods
 from dsbs_jax.models.config import t5_1_1_config
 from dsbs_jax.train import cli, evaluation, trainer
 
 GIN = gin_utils.GIN_DIR
-REQUIRED = ["--gin.MIXTURE_OR_TASK_NAME=some_task", "--gin.MODEL_DIR=/tmp/x",
-            "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}", "--gin.TRAIN_STEPS=7"]
+REQUIRED = ["--gin.METHOD=dsbs", "--gin.MODEL_DIR=/tmp/x",
+            "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}", "--gin.TRAIN_STEPS=7", "--gin.DATASET=cqa"]
+EXPERIMENTS = {e.name: e for e in gin_gen.experiments()}
 
 
 def _parse(argv):
@@ -30,9 +31,9 @@ def test_model_files_set_t5_1_1_sizes(size):
     assert config.model == t5_1_1_config(size)
     assert (config.train_steps, config.model_dir, config.batch_size) == (7, "/tmp/x", 64)
     assert config.task_feature_lengths == {"inputs": 32, "targets": 8}
-    # T5X's finetuning defaults flow through: Adafactor, dropout 0.1, z-loss 1e-4, sum-normalised.
-    assert (config.optimizer, config.dropout_rate, config.z_loss, config.loss_normalizing_factor) == (
-        "adafactor", 0.1, 1e-4, None)
+    # The reference's optimizer and the method's loss flow through: AdamW, dropout 0.1, no z-loss.
+    assert (config.optimizer, config.dropout_rate, config.pack) == ("adamw", 0.1, False)
+    assert config.loss_config() == methods.get("dsbs").loss
 
 
 @pytest.mark.parametrize("path", sorted(p.name for p in (GIN / "experiments").glob("*.gin")))
@@ -43,23 +44,23 @@ def test_experiment_files(path):
     _parse([f"--gin_file=experiments/{path}", "--gin.MODEL_DIR=/tmp/x"])  # imports `tasks`
     config = trainer.TrainConfig()
     assert config.model_dir == "/tmp/x" and config.train_steps == 10000
-    variant = "standard" if "_standard_" in path else "label"
-    assert config.eval_tasks and all(t.endswith(f"_{variant}_gold") for t in config.eval_tasks)
-    # Names the tasks package registers (`tasks.task_name`), fraction suffix included.
+    experiment = EXPERIMENTS[path[:-len(".gin")]]
+    method = methods.get(experiment.method)
+    assert (config.method, config.dataset, float(config.data_fraction)) == (
+        experiment.method, experiment.dataset, experiment.fraction)
+    assert config.training_task == method.train_task(experiment.dataset, experiment.fraction)
+    assert config.eval_task_names() == (method.eval_task(experiment.dataset),)
+    assert config.loss_config() == method.loss and not config.pack
     import tasks
 
-    dataset, kind = evaluation.split_task_name(config.mixture_or_task_name)
-    labels = config.mixture_or_task_name.split(f"_{kind}_")[1].split("_")[0]
-    assert config.mixture_or_task_name in {tasks.task_name(dataset, kind, labels, f)
-                                           for f in (*tasks.DEFAULT_FRACTIONS, 100.0)}
-    assert config.loss_mode == ("paired" if "_paired_" in path else "mixture")
+    assert experiment.fraction in tasks.DEFAULT_FRACTIONS
 
 
 def test_eval_run_file():
     _parse(["--gin_file=runs/eval.gin", "--gin.CHECKPOINT_PATH=/tmp/run", "--gin.MIXTURE_OR_TASK_NAME=cqa_label_gold"])
     config = evaluation.EvalJobConfig()
     assert (config.checkpoint_path, tuple(config.eval_tasks), config.max_decode_length) == (
-        "/tmp/run", ("cqa_label_gold",), 64)
+        "/tmp/run", ("cqa_label_gold",), None)
 
 
 def test_run_files_declare_required_macros_first():
@@ -117,30 +118,34 @@ def test_missing_gin_file_and_module(capsys):
 
 
 def test_missing_task_is_a_clear_error(tmp_path, capsys):
-    rc = cli.train_main(["--gin_file=models/tiny.gin", "--gin_file=runs/finetune.gin", *REQUIRED[1:],
+    rc = cli.train_main(["--gin_file=models/tiny.gin", "--gin_file=runs/finetune.gin", *REQUIRED[2:-1],
                          "--gin.MIXTURE_OR_TASK_NAME=no_such_task_dsbs_gold", f"--gin.MODEL_DIR={tmp_path}"])
     err = capsys.readouterr().err
     assert rc == 2 and "'no_such_task_dsbs_gold' is not registered" in err and "MIXTURE_OR_TASK_MODULE" in err
 
 
-def test_default_eval_tasks_score_gold_labels_in_the_trained_format():
-    import seqio
+def test_the_method_decides_task_eval_and_decoding():
+    """METHOD + DATASET, or a task name of the family, resolve through the registry alone."""
+    lengths = {"inputs": 32, "targets": 48}
 
-    names = ["cqa_label_gold", "cqa_standard_gold", "cqa_single_gold", "my_data_label_gold"]
-    for name in names:
-        seqio.TaskRegistry.add(name, seqio.FunctionDataSource(lambda split, shuffle_files, seed=None: None,
-                                                               splits=["validation"]),
-                               output_features={})
-    try:
-        assert evaluation.label_tasks_for("cqa_dsbs_llm_frac25") == ("cqa_label_gold",)
-        assert evaluation.label_tasks_for("cqa_paired_gold") == ("cqa_label_gold",)
-        assert evaluation.label_tasks_for("cqa_standard_llm_frac12.5") == ("cqa_standard_gold",)
-        assert evaluation.label_tasks_for("cqa_single_gold") == ("cqa_single_gold",)
-        assert evaluation.label_tasks_for("my_data_dsbs_gold") == ("my_data_label_gold",)
-        assert evaluation.label_tasks_for("unknown_thing") == ("unknown_thing",)
-    finally:
-        for name in names:
-            seqio.TaskRegistry.remove(name)
+    def config(**fields):
+        return trainer.TrainConfig(task_feature_lengths=lengths, model_dir="/tmp/x", train_steps=1, **fields)
+
+    assert config(method="dsbs", dataset="cqa", data_fraction=25).training_task == "cqa_paired_gold_frac25"
+    assert config(method="dsbs", dataset="cqa").eval_task_names() == ("cqa_label_gold",)
+    assert config(method="distill", dataset="cqa").eval_task_names() == ("cqa_standard_gold",)
+    assert config(mixture_or_task_name="cqa_standard_llm_frac12.5").resolved()[0].name == "distill"
+    assert config(mixture_or_task_name="my_data_dsbs_gold").eval_task_names() == ("my_data_label_gold",)
+    assert config(method="single", dataset="cqa").decode_length() == 48
+    assert config(method="dsbs", dataset="cqa").decode_length() == 64
+    with pytest.raises(ValueError, match="method 'standard', not of METHOD='dsbs'"):
+        config(method="dsbs", mixture_or_task_name="cqa_standard_gold")
+    with pytest.raises(ValueError, match="its method is unknown: set METHOD"):
+        config(mixture_or_task_name="unknown_thing")
+    with pytest.raises(ValueError, match="Unknown method 'dsbs_paired'"):
+        config(method="dsbs_paired", dataset="cqa")
+    with pytest.raises(ValueError, match="cannot be packed"):
+        config(method="dsbs", dataset="cqa", pack=True)
 
 
 def test_gin_dir_is_found_from_any_directory(tmp_path, monkeypatch):

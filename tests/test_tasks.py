@@ -6,6 +6,7 @@ import pytest
 import seqio
 
 import tasks
+from dsbs_jax import methods
 from dsbs_jax.data import import_cli, tfrecords
 
 LENGTHS = {"inputs": 256, "targets": 128}
@@ -30,21 +31,26 @@ def _decode(vocab, ids):
     return vocab.decode([int(i) for i in ids if i != 1])
 
 
-def test_every_family_member_is_registered(cqa):
-    for fraction in ("", "_frac12.5", "_frac25", "_frac50"):
-        assert f"cqa_rationale{fraction}" in cqa["names"]
-        for labels in ("gold", "llm"):
-            for variant in ("label", "standard", "single", "paired", "dsbs"):
-                assert f"cqa_{variant}_{labels}{fraction}" in cqa["names"]
-    assert isinstance(seqio.get_mixture_or_task("cqa_dsbs_llm"), seqio.Mixture)
+def test_the_family_is_what_the_methods_name(cqa):
+    """Every training and scoring task of every method, at every fraction, and nothing else."""
+    expected = set()
+    for fraction in tasks.DEFAULT_FRACTIONS:
+        for method in methods.METHODS.values():
+            expected |= {*method.component_tasks("cqa", fraction), method.train_task("cqa", fraction),
+                         method.eval_task("cqa")}
+    assert set(cqa["names"]) == expected
+    assert {"cqa_paired_gold_frac12.5", "cqa_paired_llm", "cqa_standard_llm_frac80", "cqa_label_gold",
+            "cqa_single_gold", "cqa_rationale_frac25"} <= expected
+    assert isinstance(seqio.get_mixture_or_task("cqa_dsbs_gold"), seqio.Mixture)
 
 
-def test_dsbs_llm_prefixes_targets_and_rate(cqa):
+def test_mixture_prefixes_targets_and_rate(cqa):
     vocab, examples = cqa["vocab"], cqa["examples"]
+    rate = methods.get("dsbs_mixture").mixture_rate
     # Mixtures keep only the output features, so examples are matched by their (untruncated) input text.
     by_input = {" ".join(e.input.split()): e for e in examples.values()}
-    ds = seqio.get_mixture_or_task("cqa_dsbs_llm").get_dataset({"inputs": 1024, "targets": 256}, split="train",
-                                                               shuffle=True, seed=3)
+    ds = seqio.get_mixture_or_task("cqa_dsbs_gold").get_dataset({"inputs": 1024, "targets": 256}, split="train",
+                                                                shuffle=True, seed=3)
     counts = collections.Counter()
     for ex in ds.take(1200).as_numpy_iterator():
         text = _decode(vocab, ex["inputs"])
@@ -53,27 +59,13 @@ def test_dsbs_llm_prefixes_targets_and_rate(cqa):
         counts[prefix] += 1
         example = by_input[" ".join(x.split())]
         if prefix == "predict":
-            assert target == example.teacher_label  # llm labels for training
+            assert target == example.label  # gold labels: the mixture method trains on them
         else:
             assert prefix == "explain" and target == example.rationales[0]
         assert ex["targets"][-1] == 1  # EOS appended
     total = sum(counts.values())
-    sigma = math.sqrt(total * 0.25)
-    assert abs(counts["predict"] - total * 0.5) < 4 * sigma, counts
-
-
-def test_alpha_changes_the_sampling_rate(cqa, spm_model):
-    tasks.remove_dataset_tasks("cqa08")
-    tasks.register_dataset_tasks("cqa08", cqa["dir"], vocabulary=cqa["vocab"], fractions=[100], label_sources=["gold"],
-                                 split_map={"train": "test"}, options=tasks.TaskOptions(alpha=0.8))
-    try:
-        ds = seqio.get_mixture_or_task("cqa08_dsbs_gold").get_dataset(LENGTHS, split="train", shuffle=True, seed=1)
-        n = 1000
-        labels = sum(_decode(cqa["vocab"], ex["inputs"]).startswith("predict: ")
-                     for ex in ds.take(n).as_numpy_iterator())
-        assert abs(labels - 0.8 * n) < 4 * math.sqrt(n * 0.8 * 0.2), labels
-    finally:
-        tasks.remove_dataset_tasks("cqa08")
+    sigma = math.sqrt(total * rate * (1 - rate))
+    assert abs(counts["predict"] - total * rate) < 4 * sigma, counts
 
 
 def test_gold_vs_llm_labels_and_gold_for_evaluation(cqa):
@@ -86,7 +78,7 @@ def test_gold_vs_llm_labels_and_gold_for_evaluation(cqa):
         return {ex["id"].decode(): ex["targets_pretokenized"].decode() for ex in ds.as_numpy_iterator()}
 
     llm_train, gold_train = targets("cqa_standard_llm", "train"), targets("cqa_standard_gold", "train")
-    llm_test = targets("cqa_label_llm", "test")
+    llm_test = targets("cqa_paired_llm", "test")
     for example_id in disagree:
         assert llm_train[example_id] == examples[example_id].teacher_label
         assert gold_train[example_id] == examples[example_id].label
@@ -97,12 +89,12 @@ def test_standard_has_no_prefix_single_joins_rationale_and_label(cqa):
     ex = next(seqio.get_mixture_or_task("cqa_standard_gold").get_dataset(None, split="train", shuffle=False)
               .as_numpy_iterator())
     assert not ex["inputs_pretokenized"].decode().startswith(("predict: ", "explain: "))
-    single = seqio.get_mixture_or_task("cqa_single_llm")
+    single = seqio.get_mixture_or_task("cqa_single_gold")
     ex = next(single.get_dataset(None, split="train", shuffle=False).as_numpy_iterator())
     target = ex["targets_pretokenized"].decode()
     example = cqa["examples"][ex["id"].decode()]
-    assert target == f"{example.rationales[0]} So the answer is {example.teacher_label}"
-    assert single.postprocess_fn(target.encode()) == example.teacher_label
+    assert target == f"{example.rationales[0]} So the answer is {example.label}"
+    assert single.postprocess_fn(target.encode()) == example.label
 
 
 def test_paired_task_carries_both_targets(cqa):
@@ -122,7 +114,7 @@ def test_reregistration_is_idempotent_but_conflicts_are_errors(cqa):
     with pytest.raises(ValueError, match="already registered with a different definition"):
         tasks.register_dataset_tasks("cqa", cqa["dir"], vocabulary=cqa["vocab"],
                                      split_map={"train": "test", "test": "test"},
-                                     options=tasks.TaskOptions(alpha=0.3))
+                                     options=tasks.TaskOptions(fraction_seed=3))
 
 
 def test_missing_data_dir_is_a_clear_error(tmp_path, spm_model):

@@ -1,4 +1,4 @@
-"""End to end: TFRecords -> SeqIO tasks -> trainer (mixture and paired) -> seqio.Evaluator -> eval/predict.
+"""End to end: TFRecords -> SeqIO tasks -> trainer (mixture and paired methods) -> seqio.Evaluator -> eval/predict.
 
 A tiny T5 learns the synthetic letters task (tests/synthetic_letters.py; 8 classes, chance 12.5 %)
 well above chance in both loss modes, on the 8 fake CPU devices (data-parallel mesh).
@@ -27,11 +27,10 @@ def letters(tmp_path_factory):
 
 def _config(model_dir, mode, steps, **overrides):
     fields = dict(
-        mixture_or_task_name="letters_paired_gold" if mode == "paired" else "letters_dsbs_gold",
+        method="dsbs" if mode == "paired" else "dsbs_mixture", dataset="letters",
         task_feature_lengths={"inputs": 24, "targets": 24}, model_dir=str(model_dir), train_steps=steps,
-        batch_size=32, model=t5_1_1_config("tiny", vocab_size=128), dropout_rate=0.0, loss_mode=mode,
-        learning_rate=1e-2, eval_tasks=(EVAL_TASK,), eval_period=steps // 2, checkpoint_period=steps // 2,
-        log_period=10, eval_batch_size=32)
+        batch_size=32, model=t5_1_1_config("tiny", vocab_size=128), dropout_rate=0.0, optimizer="adafactor",
+        learning_rate=1e-2, eval_period=steps // 2, checkpoint_period=steps // 2, log_period=10, eval_batch_size=32)
     fields.update(overrides)
     return trainer.TrainConfig(**fields)
 
@@ -60,11 +59,18 @@ def test_mixture_mode_learns_the_task(mixture_run):
     assert [e["step"] for e in evals] == [50, 100]
     assert sorted(int(p.name) for p in (model_dir / "checkpoints").iterdir()) == [50, 100]
     assert list(model_dir.glob("events.out.tfevents.*"))
+    record = json.loads((model_dir / "dsbs_run.json").read_text())
+    assert (record["method"], record["mixture_or_task_name"], record["eval_tasks"]) == (
+        "dsbs_mixture", "letters_dsbs_gold", [EVAL_TASK])
+    assert record["input_prefix"] == "predict: " and record["max_decode_length"] == 64
 
 
 def test_paired_mode_learns_the_task(letters, tmp_path):
     result = trainer.train(_config(tmp_path, "paired", 80))
     assert result[f"eval/{EVAL_TASK}/accuracy"] >= 60.0, result
+    record = json.loads((tmp_path / "dsbs_run.json").read_text())
+    assert (record["method"], record["mixture_or_task_name"]) == ("dsbs", "letters_paired_gold")
+    assert record["loss"]["alpha"] == 0.5 and record["loss"]["z_loss"] == 0.0
     losses = _losses(tmp_path)
     assert losses[-1] < 0.5 * losses[0]
     line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
@@ -74,8 +80,9 @@ def test_paired_mode_learns_the_task(letters, tmp_path):
 def test_eval_and_predict_reuse_the_trained_model(letters, mixture_run, tmp_path, capsys):
     model_dir, result = mixture_run
     gin.clear_config()
+    # No task named: `dsbs eval` scores the task the run's method is scored on.
     rc = cli.eval_main(["--gin_file=runs/eval.gin", f"--gin.CHECKPOINT_PATH={model_dir}",
-                        f"--gin.MIXTURE_OR_TASK_NAME={EVAL_TASK}", f"--gin.EVAL_OUTPUT_DIR={tmp_path / 'eval'}"])
+                        f"--gin.EVAL_OUTPUT_DIR={tmp_path / 'eval'}"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out[f"eval/{EVAL_TASK}/accuracy"] == pytest.approx(result[f"eval/{EVAL_TASK}/accuracy"])
@@ -110,8 +117,7 @@ def test_empty_dataset_is_a_clear_error(letters, tmp_path):
                                  fractions=(100.0,))
     try:
         with pytest.raises(input_pipeline.DataError, match="'hollow_dsbs_gold' yielded no examples"):
-            trainer.train(_config(tmp_path / "run", "mixture", 4, mixture_or_task_name="hollow_dsbs_gold",
-                                  eval_period=-1))
+            trainer.train(_config(tmp_path / "run", "mixture", 4, dataset="hollow", eval_period=-1))
     finally:
         tasks.remove_dataset_tasks("hollow")
 

@@ -24,6 +24,7 @@ from typing import Iterator, Optional, Sequence
 from dsbs_jax import flags
 from dsbs_jax.data import adapters, schema, tfrecords
 from dsbs_jax.data.adapters.lines import DEFAULT_MAX_FIELD_BYTES
+from dsbs_jax.data.splits import VALIDATION_SPLIT, holdout
 from dsbs_jax.data.errors import DataError
 from dsbs_jax.data.specs import get_spec
 
@@ -51,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="largest field of an input record, in bytes (default 1 MiB)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing {out}/{dataset} whole")
     p.add_argument("--verbose", action="store_true", help="print the traceback of an error")
+    p.add_argument("--holdout", type=flags.float_in(0.0, 1.0), default=None,
+                   help="share of train written as the 'valid' split when the data has none (default: the "
+                        "dataset's, 0.1 for cqa/svamp/asdiv as in the paper; 0 disables)")
     p.add_argument("--tfds_name", help="TFDS name when not the default for --dataset (e.g. a dataset you built)")
     g = p.add_argument_group("user data (jsonl/csv)")
     g.add_argument("--template",
@@ -158,16 +162,51 @@ def _check_out(args: argparse.Namespace, dataset_dir: str, source: dict) -> bool
 
 def _check_sources(args: argparse.Namespace, splits: list[str]) -> None:
     """The dataset name and every split's file, checked before any is read (fails in a moment)."""
-    if args.format in ("release", "tfds"):
-        get_spec(args.dataset)
+    spec = get_spec(args.dataset) if args.format in ("release", "tfds") else None
     if args.format == "release":
         for split in splits:
-            adapters.release.release_files(args.src, args.dataset, split)
+            # A combined dataset (svamp_asdiv) reads its sources' files; its reader names a bad split.
+            for source in (spec.combines.get(split, ()) if spec.combines else (args.dataset,)):
+                adapters.release.release_files(args.src, source, split)
     elif args.format in ("jsonl", "csv"):
         for split in splits:
             path = _user_path(args.src, split, args.format)
             if not adapters.base.path_exists(path):
                 raise DataError(path, None, None, "file not found", fix="check --src and --splits")
+
+
+def _holdout_share(args: argparse.Namespace, splits: Sequence[str]) -> float:
+    """The share of train to hold out as validation: only when train is imported and 'valid' is not."""
+    if "train" not in splits or splits_has_validation(splits):
+        return 0.0
+    if args.holdout is not None:
+        if not 0.0 <= args.holdout < 1.0:
+            raise DataError(None, None, None, f"--holdout {args.holdout}: expected a share in [0, 1)")
+        return args.holdout
+    try:
+        return get_spec(args.dataset).validation_holdout
+    except KeyError:
+        return 0.0
+
+
+def splits_has_validation(splits: Sequence[str]) -> bool:
+    return any(s in ("valid", "validation") for s in splits)
+
+
+def _write_train_and_holdout(args: argparse.Namespace, staging: str, share: float, extra: dict) -> None:
+    """Train minus the reference's `train_test_split(test_size=share, seed=0)`, and that part as 'valid'."""
+    from tqdm import tqdm
+
+    examples = list(tqdm(_examples(args, "train"), desc=f"{args.dataset}/train", unit=" ex", file=sys.stderr,
+                         mininterval=1.0))
+    kept, held_out = holdout(examples, test_size=share, seed=0)
+    rule = {"held_out_from": "train", "test_size": share, "seed": 0,
+            "rule": "datasets.Dataset.train_test_split (the reference's validation split)"}
+    tfrecords.write_split(staging, "train", kept, num_shards=args.num_shards, manifest_extra=extra,
+                          split_extra={"holdout": {**rule, "part": "train"}})
+    tfrecords.write_split(staging, VALIDATION_SPLIT, [e.replace(split=VALIDATION_SPLIT) for e in held_out],
+                          num_shards=args.num_shards, manifest_extra=extra,
+                          split_extra={"holdout": {**rule, "part": "test"}})
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -190,8 +229,12 @@ def run(args: argparse.Namespace) -> dict:
                         fix="name the files train.jsonl, test.jsonl, ... or pass --splits")
     _check_sources(args, splits)
     staging = f"{args.out.rstrip('/')}/.{args.dataset}.staging-{uuid.uuid4().hex[:8]}"
+    holdout = _holdout_share(args, splits)
     try:
         for split in splits:
+            if split == "train" and holdout:
+                _write_train_and_holdout(args, staging, holdout, extra)
+                continue
             with tqdm(_examples(args, split), desc=f"{args.dataset}/{split}", unit=" ex", file=sys.stderr,
                       mininterval=1.0) as examples:
                 tfrecords.write_split(staging, split, examples, num_shards=args.num_shards, manifest_extra=extra)

@@ -21,10 +21,12 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from dsbs_jax.data import parsers
 from dsbs_jax.data.errors import FieldError
+from dsbs_jax.data.vocab import EOS_TEXT
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")  # gold ids 0, 1, 2
-# The reference code joins premise and hypothesis with the T5 tokenizer's EOS token string.
-EOS_TOKEN = "</s>"
+# The reference code joins premise and hypothesis with the T5 tokenizer's EOS token string;
+# the tasks encode it as EOS id 1, as that tokenizer does (tasks.registry.encode_text_tf).
+EOS_TOKEN = EOS_TEXT
 METRICS = ("accuracy", "equation")
 
 Record = Mapping[str, Any]
@@ -65,6 +67,10 @@ class DatasetSpec:
       id_field: raw field holding a stable id, if the data has one.
       release_splits: splits present in the paper's data release.
       outputs_per_file: teacher outputs per `llm/{split}_CoT_{i}.json` file in the release.
+      validation_holdout: share of train that `dsbs import` holds out as the validation split
+        when the data has none (the reference's `train_test_split(test_size=0.1, seed=0)`).
+      combines: for a dataset built from others (SVAMP + ASDiv), split -> the source datasets
+        whose examples it concatenates, in order.
     """
 
     name: str
@@ -79,6 +85,8 @@ class DatasetSpec:
     id_field: Optional[str] = None
     release_splits: tuple[str, ...] = ("train", "test")
     outputs_per_file: int = 1000
+    validation_holdout: float = 0.0
+    combines: Optional[Mapping[str, tuple[str, ...]]] = None
 
     def __post_init__(self):
         if self.metric not in METRICS:
@@ -227,7 +235,7 @@ def known_specs() -> tuple[str, ...]:
 register_spec(DatasetSpec(
     name="cqa", format_input=_cqa_input, gold_label=_cqa_label, choices=_cqa_choices,
     parser=parsers.TeacherParser(_QA_CUT, "So the answer is", "choice", fallback_markers=("the answer is",)),
-    prompt_file="cqa.txt", stop_sequences=("\n\nQ:",), id_field="id"))
+    prompt_file="cqa.txt", stop_sequences=("\n\nQ:",), id_field="id", validation_holdout=0.1))
 
 
 def _nli_spec(name: str, answer_marker: str, id_field: Optional[str], outputs_per_file: int) -> DatasetSpec:
@@ -240,13 +248,18 @@ def _nli_spec(name: str, answer_marker: str, id_field: Optional[str], outputs_pe
 
 # e-SNLI's prompt ends the rationale with "\nAnswer: label", ANLI's with "So the answer is label.".
 register_spec(_nli_spec("esnli", "Answer:", id_field=None, outputs_per_file=5500))
-register_spec(_nli_spec("anli1", "So the answer is", id_field="uid", outputs_per_file=1000))
+# The release's ANLI-r1 llm files hold 5,000 outputs each (the reference's batch_size = 5000).
+register_spec(_nli_spec("anli1", "So the answer is", id_field="uid", outputs_per_file=5000))
 register_spec(DatasetSpec(
     name="svamp", format_input=_math_input, gold_label=_svamp_label, metric="equation",
     parser=parsers.TeacherParser(_QA_CUT, "The answer is", "equation"),
     # SVAMP.json has "ID", the reference code's svamp_{split}.json has no id: lines are numbered.
-    prompt_file="svamp.txt", stop_sequences=("\n\nQ:",), outputs_per_file=500))
+    prompt_file="svamp.txt", stop_sequences=("\n\nQ:",), outputs_per_file=500, validation_holdout=0.1))
 register_spec(DatasetSpec(
     name="asdiv", format_input=_math_input, gold_label=_asdiv_label, metric="equation",
     parser=parsers.TeacherParser(_QA_CUT, "The answer is", "equation"),
-    prompt_file="asdiv.txt", stop_sequences=("\n\nQ:",)))
+    prompt_file="asdiv.txt", stop_sequences=("\n\nQ:",), validation_holdout=0.1))
+# The paper's SVAMP experiment with ASDiv as extra training data (reference: run.py --dataset asdiv):
+# train = SVAMP train + ASDiv train (then 10 % held out), test = SVAMP test.
+register_spec(dataclasses.replace(
+    get_spec("svamp"), name="svamp_asdiv", combines={"train": ("svamp", "asdiv"), "test": ("svamp",)}))

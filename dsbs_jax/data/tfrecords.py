@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 from dsbs_jax.data import schema
 from dsbs_jax.data.errors import DataError
+from dsbs_jax.data.labels import labels_match
 
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20
@@ -131,13 +132,24 @@ def read_records(path: str) -> Iterator[schema.Example]:
         yield schema.from_tf_example_bytes(record)
 
 
+def _metric_of(dataset: str) -> str:
+    from dsbs_jax.data import specs
+
+    try:
+        return specs.get_spec(dataset).metric
+    except KeyError:
+        return "accuracy"
+
+
 class _Stats:
     """Counts for the manifest, accumulated while writing."""
 
     def __init__(self):
+        self.metric: Optional[str] = None  # the dataset's, from its first example
         self.num_examples = 0
         self.with_gold = 0
         self.with_teacher = 0
+        self.with_teacher_label = 0
         self.teacher_and_gold = 0
         self.parsed = 0
         self.agree = 0
@@ -149,6 +161,8 @@ class _Stats:
         self.has_raw = False
 
     def add(self, example: schema.Example) -> None:
+        if self.metric is None:
+            self.metric = _metric_of(example.dataset)
         self.num_examples += 1
         self.with_gold += example.label is not None
         self.with_rationale += bool(example.rationale)
@@ -158,6 +172,7 @@ class _Stats:
         if not (example.teacher_label is not None or "parse_failure" in meta):
             return
         self.with_teacher += 1
+        self.with_teacher_label += example.teacher_label is not None
         failure = meta.get("parse_failure")
         if failure:
             self.failures[failure] += 1
@@ -165,11 +180,11 @@ class _Stats:
             self.parsed += 1
         self.notes.update(meta.get("parse_notes", ()))
         self.teacher_and_gold += example.label is not None
-        self.agree += example.label is not None and example.teacher_label == example.label
+        self.agree += example.label is not None and labels_match(self.metric, example.teacher_label, example.label)
         if "raw_label" in meta:  # the reference implementation's rule, for comparison with the paper
             self.has_raw = True
             self.raw_parsed += meta["raw_label"] is not None
-            self.raw_agree += example.label is not None and meta["raw_label"] == example.label
+            self.raw_agree += example.label is not None and labels_match(self.metric, meta["raw_label"], example.label)
 
     def entry(self) -> dict:
         def frac(count: int, total: int) -> Optional[float]:
@@ -180,6 +195,7 @@ class _Stats:
             "num_with_gold_label": self.with_gold,
             "num_with_rationale": self.with_rationale,
             "num_with_teacher_output": self.with_teacher,
+            "num_with_teacher_label": self.with_teacher_label,
             "parse_failures": dict(sorted(self.failures.items())),
             "parse_notes": dict(sorted(self.notes.items())),
             "parse_rate": frac(self.parsed, self.with_teacher),

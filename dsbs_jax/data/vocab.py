@@ -38,3 +38,22 @@ def train_sentencepiece(texts: Iterable[str], model_prefix: str, vocab_size: int
         minloglevel=2,
     )
     return model_prefix + ".model"
+
+
+# T5's EOS token as text: the reference joins NLI premise and hypothesis with it, and Hugging
+# Face's tokenizer encodes it as id 1 rather than as SentencePiece pieces.
+EOS_TEXT = "</s>"
+
+
+def encode_text(vocabulary, text: str) -> list[int]:
+    """Ids of `text` with each literal `</s>` encoded as the vocabulary's EOS id (no final EOS).
+
+    The Python twin of `tasks.registry.encode_text_tf`: each piece between `</s>` markers is
+    encoded on its own, as Hugging Face's T5 tokenizer does after splitting special tokens out.
+    """
+    ids: list[int] = []
+    for index, piece in enumerate(text.split(EOS_TEXT)):
+        if index:
+            ids.append(int(vocabulary.eos_id))
+        ids.extend(int(i) for i in vocabulary.encode(piece))
+    return ids

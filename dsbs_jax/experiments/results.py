@@ -9,14 +9,10 @@ import os
 from collections import defaultdict
 from typing import Dict, List, Mapping, Sequence, Tuple
 
-METHOD_LABELS = {
-    "standard": "Standard finetuning (gold)",
-    "distill": "Task distillation (teacher labels)",
-    "dsbs_gold": "Distilling step-by-step (gold labels)",
-    "dsbs_llm": "Distilling step-by-step (teacher labels)",
-    "dsbs_paired": "DSbS, paired loss (teacher labels)",
-    "single": "Single-task (rationale + label)",
-}
+from dsbs_jax import methods
+
+# Row labels in the registry's order.
+METHOD_LABELS = {m.name: f"{m.name}: {m.summary}" for m in methods.METHODS.values()}
 
 
 def aggregate(runs: Sequence[Mapping]) -> Dict[Tuple[str, str, float], Dict[str, float]]:

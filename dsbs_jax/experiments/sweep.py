@@ -2,12 +2,15 @@
 
     dsbs sweep --dataset esnli --format release --src ../shared/data/dsbs_release \
         --split_map train=valid,validation=test,test=test --out sweeps/esnli \
-        --methods standard,distill,dsbs_llm,single --fractions 12.5,25,50,100 --seeds 0,1,2 --sizes mini
+        --methods standard,distill,dsbs,dsbs_llm,dsbs_mixture,single --fractions 12.5,25,50,100 \
+        --seeds 0,1,2 --sizes mini
 
-Each run trains the embedded trainer on `{D}_{variant}_{labels}[_frac{f}]` and evaluates the
-gold-label task on `--eval_split`; its `result.json` is written atomically at the end, so re-running
-the same command skips finished runs (an interrupted run resumes from its last checkpoint).
-`--emit t5x` writes the same grid as `python -m t5x.train` commands for a TPU slice instead.
+Each run trains the embedded trainer with one method of `dsbs_jax/methods.py` (its task, loss and
+evaluation task) and scores the method's gold-label task on `--eval_split`; its `result.json` is
+written atomically at the end, so re-running the same command skips finished runs (an interrupted
+run resumes from its last checkpoint). `--emit t5x` writes the same grid as gin files and
+`python -m t5x.train` commands for a TPU slice instead, with the same steps, batch, learning rate
+and lengths.
 Seeds vary initialisation and data order; the data subsets are the same for every seed and
 method (`tasks.sources.fraction_ids`), as in the paper's comparisons.
 """
@@ -22,15 +25,8 @@ import sys
 import time
 from typing import Dict, List, Mapping, Optional, Sequence
 
-# method -> (training variant, label source, evaluation variant, loss mode)
-METHODS: Dict[str, tuple] = {
-    "standard": ("standard", "gold", "standard", "mixture"),
-    "distill": ("standard", "llm", "standard", "mixture"),
-    "dsbs_gold": ("dsbs", "gold", "label", "mixture"),
-    "dsbs_llm": ("dsbs", "llm", "label", "mixture"),
-    "dsbs_paired": ("paired", "llm", "label", "paired"),
-    "single": ("single", "gold", "single", "mixture"),
-}
+from dsbs_jax import methods
+
 # CPU-sized students beside T5 1.1's published sizes: (base size, overrides).
 SIZES: Dict[str, tuple] = {
     "tiny": ("tiny", {}),
@@ -48,27 +44,27 @@ class SweepConfig:
     data_dir: str
     out_dir: str
     spm_path: Optional[str] = None
-    methods: Sequence[str] = ("standard", "distill", "dsbs_gold", "dsbs_llm", "single")
+    methods: Sequence[str] = methods.DEFAULT_METHODS
     fractions: Sequence[float] = (12.5, 25.0, 50.0, 100.0)
     seeds: Sequence[int] = (0, 1, 2)
     sizes: Sequence[str] = ("mini",)
     split_map: Optional[Mapping[str, str]] = None
     train_steps: int = 1000
     batch_size: int = 32
-    optimizer: str = "adafactor"
+    optimizer: str = "adamw"
     learning_rate: Optional[float] = None
     task_feature_lengths: Mapping[str, int] = dataclasses.field(
         default_factory=lambda: {"inputs": 256, "targets": 128})
     eval_split: str = "test"
-    max_decode_length: int = 32
+    max_decode_length: Optional[int] = None  # None: the method's (64 for labels; targets for single)
     eval_batch_size: int = 64
     eval_num_examples: Optional[int] = None
     progress_bar: bool = True
 
     def __post_init__(self):
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if m not in methods.METHODS]
         if unknown:
-            raise ValueError(f"Unknown method(s) {unknown} (--methods); choose from {sorted(METHODS)}.")
+            raise ValueError(f"Unknown method(s) {unknown} (--methods); choose from {list(methods.METHODS)}.")
         unknown = [s for s in self.sizes if s not in SIZES]
         if unknown:
             raise ValueError(f"Unknown size(s) {unknown} (--sizes); choose from {sorted(SIZES)}.")
@@ -76,10 +72,8 @@ class SweepConfig:
 
 def task_names(dataset: str, method: str, fraction: float) -> tuple[str, str]:
     """(training task or mixture, evaluation task) of one run."""
-    from tasks.registry import task_name
-
-    variant, labels, eval_variant, _ = METHODS[method]
-    return task_name(dataset, variant, labels, fraction), task_name(dataset, eval_variant, "gold")
+    chosen = methods.get(method)
+    return chosen.train_task(dataset, fraction), chosen.eval_task(dataset)
 
 
 def run_dir(config: SweepConfig, method: str, size: str, fraction: float, seed: int) -> str:
@@ -122,10 +116,11 @@ def run_one(config: SweepConfig, run: Mapping, vocabulary) -> dict:
     train_task, eval_task = task_names(config.dataset, run["method"], run["fraction"])
     started = time.time()
     metrics = train(TrainConfig(
-        mixture_or_task_name=train_task, task_feature_lengths=dict(config.task_feature_lengths),
+        method=run["method"], dataset=config.dataset, data_fraction=run["fraction"],
+        task_feature_lengths=dict(config.task_feature_lengths),
         model_dir=os.path.join(directory, "model"), train_steps=config.train_steps, batch_size=config.batch_size,
-        model=model_config(run["size"], vocabulary), loss_mode=METHODS[run["method"]][3], optimizer=config.optimizer,
-        learning_rate=config.learning_rate, seed=run["seed"], eval_tasks=(eval_task,), eval_split=config.eval_split,
+        model=model_config(run["size"], vocabulary), optimizer=config.optimizer,
+        learning_rate=config.learning_rate, seed=run["seed"], eval_split=config.eval_split,
         eval_period=None, checkpoint_period=max(config.train_steps // 2, 1), keep_checkpoints=1,
         max_decode_length=config.max_decode_length, eval_batch_size=config.eval_batch_size,
         eval_num_examples=config.eval_num_examples, progress_bar=config.progress_bar, async_checkpointing=False))
@@ -161,20 +156,40 @@ def run_sweep(config: SweepConfig, log=print) -> List[dict]:
     return runs
 
 
-def t5x_commands(config: SweepConfig, model_dir_root: str) -> List[str]:
-    """The grid as `python -m t5x.train` commands (gin files in gin/t5x/) for a TPU slice."""
+T5X_SIZES = ("small", "base", "large", "xl", "xxl")
+
+
+def t5x_commands(config: SweepConfig, model_dir_root: str, gin_dir: str) -> List[str]:
+    """The grid as gin files under `gin_dir` plus `python -m t5x.train` commands for a TPU slice.
+
+    Each gin file is the generated experiment of its (dataset, method, fraction, size)
+    (`dsbs_jax.gin_gen`) with this sweep's steps, batch, learning rate, lengths and seed.
+    CPU-only sizes (tiny, mini) map to T5 1.1 Small.
+    """
+    from dsbs_jax import gin_gen
+
+    if config.optimizer != "adamw":
+        raise ValueError("--emit t5x: the T5X gin tree trains with the reference's AdamW; drop --optimizer "
+                         f"{config.optimizer} (or edit gin/t5x/finetune.gin).")
+    os.makedirs(gin_dir, exist_ok=True)
+    lengths = dict(config.task_feature_lengths)
     commands = []
     for point in grid(config):
-        train_task, eval_task = task_names(config.dataset, point["method"], point["fraction"])
-        size = point["size"] if point["size"] in ("small", "base", "large", "xl", "xxl") else "small"
-        gin_files = [f"gin/t5x/sizes/{size}.gin"]
-        if os.path.exists(os.path.join("gin", "t5x", "datasets", f"{config.dataset}.gin")):
-            gin_files.append(f"gin/t5x/datasets/{config.dataset}.gin")
-        model_dir = f"{model_dir_root.rstrip('/')}/{point['method']}/{size}/frac{point['fraction']:g}/seed{point['seed']}"
-        flags = [f"--gin_file={g}" for g in gin_files] + [
-            f"--gin.MIXTURE_OR_TASK_NAME=\"'{train_task}'\"", f"--gin.EVAL_MIXTURE_OR_TASK_NAME=\"'{eval_task}'\"",
-            f"--gin.MODEL_DIR=\"'{model_dir}'\"", f"--gin.train.random_seed={point['seed']}"]
-        commands.append("python -m t5x.train " + " ".join(flags))
+        size = point["size"] if point["size"] in T5X_SIZES else "small"
+        experiment = gin_gen.Experiment(config.dataset, point["method"], size, point["fraction"])
+        run = f"{experiment.name}_seed{point['seed']}"
+        overrides = [f"FINETUNE_STEPS = {config.train_steps}",
+                     f"TRAIN_STEPS = {config.train_steps}  # + PRETRAINED_STEPS when starting from a checkpoint",
+                     f"BATCH_SIZE = {config.batch_size}", f"TASK_FEATURE_LENGTHS = {lengths!r}",
+                     f"RANDOM_SEED = {point['seed']}"]
+        if config.learning_rate is not None:
+            overrides.append(f"LEARNING_RATE = {config.learning_rate!r}")
+        path = os.path.join(gin_dir, f"{run}.gin")
+        with open(path, "w") as f:
+            f.write(gin_gen.t5x_experiment(experiment) + "\n# dsbs sweep settings\n" + "\n".join(overrides) + "\n")
+        model_dir = f"{model_dir_root.rstrip('/')}/{config.dataset}/{run}"
+        commands.append(f"python -m t5x.train --gin_file={shlex.quote(path)} "
+                        f"--gin.MODEL_DIR={shlex.quote(repr(model_dir))}")
     return commands
 
 
@@ -204,14 +219,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--spm_path", help="SentencePiece model; default: trained on the training inputs (CPU runs)")
     p.add_argument("--vocab_size", type=int, default=2000)
-    p.add_argument("--methods", default="standard,distill,dsbs_gold,dsbs_llm,single")
+    p.add_argument("--methods", default=",".join(methods.DEFAULT_METHODS),
+                   help=f"comma-separated, from {', '.join(methods.METHODS)}")
     p.add_argument("--fractions", default="12.5,25,50,100")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--sizes", default="mini")
     p.add_argument("--split_map", help="SeqIO split -> our split, e.g. train=valid,validation=test,test=test")
     p.add_argument("--train_steps", type=int, default=1000)
     p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--optimizer", default="adafactor", choices=["adafactor", "adamw"])
+    p.add_argument("--optimizer", default="adamw", choices=["adafactor", "adamw"],
+                   help="adamw (lr 5e-5, linear decay: the reference's) or adafactor (T5X's, lr 1e-3)")
     p.add_argument("--learning_rate", type=float)
     p.add_argument("--inputs_length", type=int, default=256)
     p.add_argument("--targets_length", type=int, default=128)
@@ -238,7 +255,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         learning_rate=a.learning_rate, task_feature_lengths={"inputs": a.inputs_length, "targets": a.targets_length},
         eval_split=a.eval_split, eval_num_examples=a.eval_num_examples)
     if a.emit == "t5x":
-        commands = t5x_commands(config, a.model_dir_root)
+        commands = t5x_commands(config, a.model_dir_root, os.path.join(a.out, "t5x"))
         os.makedirs(a.out, exist_ok=True)
         with open(os.path.join(a.out, "t5x_commands.sh"), "w") as f:
             f.write("#!/usr/bin/env bash\nset -euo pipefail\nexport DSBS_DATA_ROOT=" + shlex.quote(data_root) + "\n"

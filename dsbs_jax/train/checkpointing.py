@@ -45,6 +45,14 @@ def _explain_save_error(exc: BaseException, directory: str, step: Optional[int])
     return CheckpointError(f"Writing {where} failed: {type(exc).__name__}: {exc}")
 
 
+def has_checkpoint(directory: str) -> bool:
+    """Whether `directory` holds a complete step (orbax renames `{step}.orbax-checkpoint-tmp-*` to `{step}`).
+
+    Looked up without creating a CheckpointManager, which would create the directory.
+    """
+    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
 class Checkpointer:
     """Saves/restores `TrainState` plus a JSON data position with `ocp.CheckpointManager`.
 

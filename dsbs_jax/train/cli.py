@@ -1,7 +1,7 @@
 """`dsbs train` and `dsbs eval`: gin flags in, `trainer.train` / `evaluation.evaluate_checkpoint` out.
 
     dsbs train --gin_file=models/tiny.gin --gin_file=runs/finetune.gin \
-        --gin.MIXTURE_OR_TASK_NAME=cqa_dsbs_gold --gin.MODEL_DIR=/tmp/run \
+        --gin.METHOD=dsbs --gin.DATASET=cqa --gin.MODEL_DIR=/tmp/run \
         --gin.TASK_FEATURE_LENGTHS="{'inputs': 256, 'targets': 128}" --gin.TRAIN_STEPS=100
     dsbs eval --gin_file=runs/eval.gin --gin.CHECKPOINT_PATH=/tmp/run --gin.EVAL_TASKS="('cqa_label_gold',)"
 

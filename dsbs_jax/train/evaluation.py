@@ -124,38 +124,6 @@ def flatten_metrics(results: Mapping[str, Mapping[str, float]], prefix: str = "e
     return {f"{prefix}/{task}/{k}": v for task, m in results.items() for k, v in m.items()}
 
 
-# Training variant (the `tasks` naming `{D}_{variant}_{L}[_frac..]`) -> the variant whose gold-label
-# validation/test splits score it: students trained with `predict: ` prefixes are scored on the label
-# task; standard finetuning and the single-task ablation see x without a prefix.
-_EVAL_VARIANT = {"dsbs": "label", "paired": "label", "label": "label", "standard": "standard", "single": "single"}
-
-
-def split_task_name(name: str) -> Optional[Tuple[str, str]]:
-    """`cqa_dsbs_llm_frac25` -> ("cqa", "dsbs"); None if the name has no known variant."""
-    parts = name.split("_")
-    for i in range(len(parts) - 1, 0, -1):
-        if parts[i] in _EVAL_VARIANT:
-            return "_".join(parts[:i]), parts[i]
-    return None
-
-
-def label_tasks_for(mixture_or_task_name: str) -> Tuple[str, ...]:
-    """Default eval tasks of a training task: gold labels, no data fraction, matching input format.
-
-    `{D}_{dsbs,paired,label}_{L}[_frac..]` -> `{D}_label_gold`; `{D}_standard_{L}` ->
-    `{D}_standard_gold`; `{D}_single_{L}` -> `{D}_single_gold`. Falls back to the name itself.
-    """
-    import seqio
-
-    parsed = split_task_name(mixture_or_task_name)
-    registered = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
-    if parsed:
-        guess = f"{parsed[0]}_{_EVAL_VARIANT[parsed[1]]}_gold"
-        if guess in registered:
-            return (guess,)
-    return (mixture_or_task_name,)
-
-
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class EvalJobConfig:
@@ -164,33 +132,34 @@ class EvalJobConfig:
     Attributes:
       checkpoint_path: a `dsbs train` MODEL_DIR (newest step, or `step`), or a T5X/HF checkpoint
         (CHECKPOINT_PATH).
-      eval_tasks: SeqIO label tasks/mixtures (EVAL_TASKS; T5X's MIXTURE_OR_TASK_NAME also works).
+      eval_tasks: SeqIO label tasks/mixtures (EVAL_TASKS; T5X's MIXTURE_OR_TASK_NAME also works);
+        empty: the tasks recorded by `dsbs train` (its method's gold-label task).
       output_dir: where SeqIO's JSON logs and metrics.jsonl go (EVAL_OUTPUT_DIR; default
         `{checkpoint_path}/eval` for our model dirs).
       step: checkpoint step (None: newest).
-      split, batch_size, max_decode_length, num_examples: see `EvalConfig`.
+      split, batch_size, num_examples: see `EvalConfig`.
+      max_decode_length: None: the recorded run's (its method's), else 64.
       model: T5Config for foreign checkpoints without one (None: from the checkpoint).
     """
 
     checkpoint_path: str
-    eval_tasks: Sequence[str]
+    eval_tasks: Sequence[str] = ()
     output_dir: Optional[str] = None
     step: Optional[int] = None
     split: str = "validation"
     batch_size: int = 32
-    max_decode_length: int = 64
+    max_decode_length: Optional[int] = None
     num_examples: Optional[int] = None
     model: Optional[T5Config] = None
 
     def __post_init__(self):
         if isinstance(self.eval_tasks, str):
             object.__setattr__(self, "eval_tasks", (self.eval_tasks,))
-        for name, types in (("checkpoint_path", (str,)), ("batch_size", (int,)), ("max_decode_length", (int,))):
+        for name, types in (("checkpoint_path", (str,)), ("batch_size", (int,)),
+                            ("max_decode_length", (int, type(None)))):
             if not isinstance(getattr(self, name), types):
                 raise TypeError(f"EvalJobConfig.{name}: expected {types[0].__name__}, found "
                                 f"{getattr(self, name)!r}.")
-        if not self.eval_tasks:
-            raise ValueError("EvalJobConfig.eval_tasks is empty (gin: EVAL_TASKS or MIXTURE_OR_TASK_NAME).")
 
 
 def evaluate_checkpoint(config: EvalJobConfig) -> Dict[str, Any]:
@@ -200,17 +169,23 @@ def evaluate_checkpoint(config: EvalJobConfig) -> Dict[str, Any]:
 
     from dsbs_jax.train import inference
 
-    params, model_config, record = inference.load_for_inference(config.checkpoint_path, step=config.step,
-                                                                 model=config.model)
-    output_dir = config.output_dir or os.path.join(config.checkpoint_path, "eval")
-    os.makedirs(output_dir, exist_ok=True)
-    for name in config.eval_tasks:
-        from dsbs_jax.train import input_pipeline
+    from dsbs_jax.train import input_pipeline
 
+    checkpoint_path = os.path.abspath(config.checkpoint_path) if "://" not in config.checkpoint_path else \
+        config.checkpoint_path
+    params, model_config, record = inference.load_for_inference(checkpoint_path, step=config.step,
+                                                                 model=config.model)
+    eval_tasks = tuple(config.eval_tasks) or tuple(record.get("eval_tasks", ()))
+    if not eval_tasks:
+        raise ValueError(f"{config.checkpoint_path} records no eval tasks; set --gin.EVAL_TASKS (gin: EVAL_TASKS).")
+    for name in eval_tasks:
         input_pipeline.get_mixture_or_task(name)
-    evaluator = Evaluator(EvalConfig(tasks=tuple(config.eval_tasks), split=config.split,
-                                     batch_size=config.batch_size, max_decode_length=config.max_decode_length,
-                                     num_examples=config.num_examples), model_config, log_dir=output_dir)
+    decode_length = config.max_decode_length or int(record.get("max_decode_length", 64))
+    output_dir = config.output_dir or os.path.join(checkpoint_path, "eval")
+    os.makedirs(output_dir, exist_ok=True)
+    evaluator = Evaluator(EvalConfig(tasks=eval_tasks, split=config.split, batch_size=config.batch_size,
+                                     max_decode_length=decode_length, num_examples=config.num_examples),
+                          model_config, log_dir=output_dir)
     step = int(config.step if config.step is not None else record.get("step", -1))
     results = evaluator.evaluate(lambda: params, step)
     flat = flatten_metrics(results)

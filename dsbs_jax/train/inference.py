@@ -70,6 +70,8 @@ def load_for_inference(path: str, *, step: Optional[int] = None,
     Raises:
       CheckpointError: the path is missing or unreadable, naming it and what was expected.
     """
+    if not str(path).startswith("gs://"):
+        path = os.path.abspath(os.path.expanduser(os.fspath(path)))  # orbax needs absolute paths
     p = pathlib.Path(os.fspath(path))
     if not str(path).startswith("gs://") and not p.exists():
         raise CheckpointError(f"Checkpoint path {path} does not exist (expected a `dsbs train` MODEL_DIR, a T5X "

@@ -17,6 +17,7 @@ TensorFlow is imported inside functions only: the train step runs on machines wi
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Dict, Iterator, Mapping, Optional
 
 import numpy as np
@@ -54,7 +55,8 @@ class DataError(ValueError):
     """The training data cannot be read (missing task, empty dataset, bad lengths)."""
 
 
-def _paired_converter_cls():
+@functools.lru_cache(maxsize=None)
+def paired_converter_cls():
     import seqio
     import tensorflow as tf
 
@@ -63,7 +65,10 @@ def _paired_converter_cls():
 
         Output: the EncDecFeatureConverter features of (inputs, targets) and the same features of
         (rationale_inputs, rationale_targets) prefixed with `rationale_`. Not packable: packing
-        would split the two halves of an example across rows.
+        would split the two halves of an example across rows. Datasets without rationale
+        features (gold-label evaluation tasks, which T5X also feeds through the model's feature
+        converter) are converted exactly as `seqio.EncDecFeatureConverter` does. Rationale lengths
+        default to the inputs/targets lengths, so T5X's two-key TASK_FEATURE_LENGTHS works.
         """
 
         _PAIRS = (("inputs", "targets", ""), ("rationale_inputs", "rationale_targets", "rationale_"))
@@ -76,8 +81,23 @@ def _paired_converter_cls():
 
         def __init__(self, **kwargs):
             if kwargs.get("pack"):
-                raise ValueError("PairedFeatureConverter cannot pack (gin: PACK = False for LOSS_MODE='paired').")
-            super().__init__(pack=False, **{k: v for k, v in kwargs.items() if k != "pack"})
+                raise ValueError("PairedFeatureConverter cannot pack: paired examples train unpacked "
+                                 "(gin: PACK = False).")
+            self._kwargs = {k: v for k, v in kwargs.items() if k != "pack"}
+            super().__init__(pack=False, **self._kwargs)
+
+        @staticmethod
+        def with_rationale_lengths(task_feature_lengths):
+            lengths = dict(task_feature_lengths)
+            lengths.setdefault("rationale_inputs", lengths["inputs"])
+            lengths.setdefault("rationale_targets", lengths["targets"])
+            return lengths
+
+        def __call__(self, ds, task_feature_lengths):
+            if "rationale_inputs" not in ds.element_spec:
+                plain = {k: task_feature_lengths[k] for k in ("inputs", "targets")}
+                return seqio.EncDecFeatureConverter(pack=False, **self._kwargs)(ds, plain)
+            return super().__call__(ds, self.with_rationale_lengths(task_feature_lengths))
 
         def _convert_example(self, features):
             out = {}
@@ -94,7 +114,8 @@ def _paired_converter_cls():
             return ds.map(self._convert_example, num_parallel_calls=tf.data.AUTOTUNE)
 
         def get_model_feature_lengths(self, task_feature_lengths):
-            return {prefix + k: task_feature_lengths[src]
+            lengths = self.with_rationale_lengths(task_feature_lengths)
+            return {prefix + k: lengths[src]
                     for inputs, targets, prefix in self._PAIRS
                     for k, src in (("encoder_input_tokens", inputs), ("decoder_target_tokens", targets),
                                    ("decoder_input_tokens", targets), ("decoder_loss_weights", targets))}
@@ -104,7 +125,7 @@ def _paired_converter_cls():
 
 def paired_feature_converter():
     """A `PairedFeatureConverter` instance (class built lazily to keep TF out of module import)."""
-    return _paired_converter_cls()()
+    return paired_converter_cls()()
 
 
 def feature_lengths(config: DataConfig) -> Dict[str, int]:
@@ -114,8 +135,7 @@ def feature_lengths(config: DataConfig) -> Dict[str, int]:
             raise DataError(f"TASK_FEATURE_LENGTHS={dict(config.task_feature_lengths)} lacks {key!r}; "
                             "expected e.g. {'inputs': 512, 'targets': 256} (gin: TASK_FEATURE_LENGTHS).")
     if config.paired:
-        lengths.setdefault("rationale_inputs", lengths["inputs"])
-        lengths.setdefault("rationale_targets", lengths["targets"])
+        lengths = paired_converter_cls().with_rationale_lengths(lengths)
     else:
         lengths = {k: lengths[k] for k in ("inputs", "targets")}
     return lengths
@@ -161,8 +181,8 @@ def build_dataset(config: DataConfig, *, shard_index: Optional[int] = None,
             shard_info=seqio.ShardInfo(index=shard_index, num_shards=num_shards),
             batch_size=config.batch_size // num_shards)
     except (KeyError, ValueError) as e:
-        hint = (" The paired loss needs examples with 'rationale_inputs'/'rationale_targets': use a "
-                "'{D}_paired_{L}' task." if config.paired else "")
+        hint = (" The paired loss needs examples with 'rationale_inputs'/'rationale_targets': train a "
+                "paired method (dsbs, dsbs_llm) on its '{D}_paired_{L}' task." if config.paired else "")
         raise DataError(f"Cannot build the {config.split!r} dataset of {config.mixture_or_task_name!r}: "
                         f"{e}.{hint}") from e
     return ds.skip(skip_batches) if skip_batches else ds

@@ -1,9 +1,10 @@
 """Token cross-entropy losses: T5X's weighted loss and the reference code's paired loss.
 
-Two loss modes train the student on the two tasks of Distilling step-by-step:
+Two loss modes (`dsbs_jax/methods.py` picks one per method):
 
-* ``"mixture"`` (T5X's behaviour): a SeqIO mixture samples `predict:` and `explain:` examples
-  into the same batch, one target per example, and the loss is T5X's
+* ``"target"`` (T5X's behaviour): one target per example (standard finetuning, distillation, the
+  single-task ablation, or a SeqIO mixture that samples `predict:` and `explain:` examples into
+  the same batch), and the loss is T5X's
   `compute_weighted_cross_entropy`: by default the *sum* of token losses over every target
   token in the batch (`loss_normalizing_factor=None`), or that sum divided by a constant, by the
   number of real target tokens ('NUM_REAL_TARGET_TOKENS'), by the padded token count
@@ -44,7 +45,7 @@ import numpy as np
 
 LossNormalizingFactor = Optional[Union[float, int, str]]
 SPECIAL_NORMALIZING_FACTORS = ("NUM_REAL_TARGET_TOKENS", "NUM_TOTAL_TARGET_TOKENS", "AVERAGE_PER_SEQUENCE")
-LOSS_MODES = ("mixture", "paired")
+LOSS_MODES = ("target", "paired")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,16 +53,16 @@ class LossConfig:
     """Loss hyper-parameters (T5X's names and defaults, plus the paired mode's alpha).
 
     Attributes:
-      mode: "mixture" (one target per example, T5X's loss) or "paired" (alpha-weighted label
+      mode: "target" (one target per example, T5X's loss) or "paired" (alpha-weighted label
         and rationale losses on the same inputs; needs the `{D}_paired_{L}` task).
       alpha: weight of the label loss in paired mode (the reference code's 0.5).
       z_loss: coefficient of T5X's auxiliary `z_loss * log(Z)^2` term (T5X default 1e-4).
       label_smoothing: T5X's label smoothing constant.
-      loss_normalizing_factor: mixture mode only. None (sum over target tokens, T5X's
+      loss_normalizing_factor: target mode only. None (sum over target tokens, T5X's
         default), a number to divide the sum by, or one of SPECIAL_NORMALIZING_FACTORS.
     """
 
-    mode: str = "mixture"
+    mode: str = "target"
     alpha: float = 0.5
     z_loss: float = 1e-4
     label_smoothing: float = 0.0
@@ -70,7 +71,7 @@ class LossConfig:
     def __post_init__(self):
         if self.mode not in LOSS_MODES:
             raise ValueError(f"LossConfig.mode={self.mode!r}: expected one of {LOSS_MODES} "
-                             "(gin: LOSS_MODE).")
+                             "(set by the method: dsbs_jax/methods.py).")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"LossConfig.alpha={self.alpha}: expected a value in [0, 1] (gin: ALPHA).")
         lnf = self.loss_normalizing_factor

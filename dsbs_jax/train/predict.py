@@ -2,10 +2,13 @@
 
     dsbs predict --checkpoint /tmp/cqa_run --input questions.jsonl --output preds.jsonl --rationale
 
-Each output line is the input record plus `prediction` (the decoded `predict: ` output) and, with
-`--rationale`, `rationale` (the decoded `explain: ` output), in input order. The checkpoint is a
-`dsbs train` MODEL_DIR (its `dsbs_run.json` names the model size and vocabulary) or a T5X/HF
-checkpoint together with `--vocabulary`.
+Each output line is the input record plus `prediction` (the decoded label) and, with
+`--rationale`, `rationale` (the student's own rationale), in input order. How the input is
+formatted and the output read is the run's method (`dsbs_jax/methods.py`, recorded in
+`dsbs_run.json`): `predict: ` x for Distilling step-by-step students (their rationale from
+`explain: ` x), x alone for standard finetuning and the single-task ablation (whose output
+"rationale So the answer is label" holds both). The checkpoint is a `dsbs train` MODEL_DIR or a
+T5X/HF checkpoint together with `--vocabulary` and `--method`.
 """
 from __future__ import annotations
 
@@ -17,9 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-LABEL_PREFIX = "predict: "  # tasks.TaskOptions' prefixes
-RATIONALE_PREFIX = "explain: "
-SINGLE_SEPARATOR = "So the answer is"  # the single-task ablation's "rationale So the answer is label"
+from dsbs_jax import methods
 
 
 class PredictError(ValueError):
@@ -50,10 +51,15 @@ def read_jsonl(path: str, input_field: str) -> List[Dict[str, Any]]:
 
 
 def _encode(vocab: Any, texts: Sequence[str], max_len: int) -> np.ndarray:
-    """int32 [n, max_len]: ids + EOS (1), truncated like SeqIO's append_eos_after_trim, 0-padded."""
+    """int32 [n, max_len]: ids + EOS (1), truncated like SeqIO's append_eos_after_trim, 0-padded.
+
+    `</s>` in a text becomes the EOS id, as in the SeqIO tasks (`data.vocab.encode_text`).
+    """
+    from dsbs_jax.data.vocab import encode_text
+
     rows = np.zeros((len(texts), max_len), np.int32)
     for i, text in enumerate(texts):
-        ids = list(vocab.encode(text))[: max_len - 1] + [1]
+        ids = encode_text(vocab, text)[: max_len - 1] + [1]
         rows[i, : len(ids)] = ids
     return rows
 
@@ -91,42 +97,53 @@ def _vocabulary(record: Dict[str, Any], override: Optional[str]) -> Any:
 def predict(checkpoint: str, records: Sequence[Dict[str, Any]], *, input_field: str = "input",
             rationale: bool = False, batch_size: int = 32, max_decode_length: Optional[int] = None,
             max_input_length: Optional[int] = None, step: Optional[int] = None,
-            vocabulary: Optional[str] = None, label_prefix: Optional[str] = None,
-            rationale_prefix: str = RATIONALE_PREFIX) -> List[Dict[str, Any]]:
-    """`records` with `prediction` (and `rationale`) added.
+            vocabulary: Optional[str] = None, method: Optional[str] = None) -> List[Dict[str, Any]]:
+    """`records` with `prediction` (and `rationale`) added, formatted and read by the run's method.
 
-    `label_prefix=None` follows how the run was evaluated (`eval_variant` in dsbs_run.json):
-    `predict: ` for Distilling step-by-step students, no prefix for standard finetuning and the
-    single-task ablation, whose output "rationale So the answer is label" is split into both fields.
+    `method` is needed only for checkpoints without a `dsbs_run.json` (T5X/HF ones); for our runs
+    it must agree with the recorded one.
     """
     from dsbs_jax.train import inference
 
     params, model_config, record = inference.load_for_inference(checkpoint, step=step)
-    variant = record.get("eval_variant")
-    if label_prefix is None:
-        label_prefix = "" if variant in ("standard", "single") else LABEL_PREFIX
-    if rationale and variant == "standard":
-        raise PredictError(f"{checkpoint} is a standard-finetuning student (no rationale task); drop --rationale.")
+    chosen = _method_of(checkpoint, record, method)
+    if rationale and not chosen.needs_rationales:
+        raise PredictError(f"{checkpoint} is a {chosen.name!r} student ({chosen.summary}), which learns no "
+                           "rationale; drop --rationale.")
     vocab = _vocabulary(record, vocabulary)
     lengths = record.get("task_feature_lengths") or {}
     max_in = max_input_length or int(lengths.get("inputs", 512))
-    max_dec = max_decode_length or int(record.get("max_decode_length", 64))
+    max_dec = max_decode_length or int(record.get("max_decode_length") or chosen.decode_length(lengths))
     texts = [r[input_field] for r in records]
-    labels = generate_texts(params, model_config, vocab, [label_prefix + t for t in texts], batch_size=batch_size,
-                            max_input_length=max_in, max_decode_length=max_dec, desc="labels")
-    if variant == "single":
-        split = [text.rpartition(SINGLE_SEPARATOR) for text in labels]
-        out = [{**r, "prediction": (lab if sep else head).strip(),
-                **({"rationale": head.strip() if sep else ""} if rationale else {})}
-               for r, (head, sep, lab) in zip(records, split)]
-        return out
-    out = [{**r, "prediction": p} for r, p in zip(records, labels)]
+    outputs = generate_texts(params, model_config, vocab, [chosen.input_prefix + t for t in texts],
+                             batch_size=batch_size, max_input_length=max_in, max_decode_length=max_dec,
+                             desc="labels")
+    if chosen.postprocessor == "single":
+        split = [text.rpartition(methods.SINGLE_SEPARATOR.strip()) for text in outputs]
+        return [{**r, "prediction": (label if sep else head).strip(),
+                 **({"rationale": head.strip() if sep else ""} if rationale else {})}
+                for r, (head, sep, label) in zip(records, split)]
+    out = [{**r, "prediction": p.strip()} for r, p in zip(records, outputs)]
     if rationale:
-        rationales = generate_texts(params, model_config, vocab, [rationale_prefix + t for t in texts],
+        rationales = generate_texts(params, model_config, vocab, [methods.EXPLAIN_PREFIX + t for t in texts],
                                     batch_size=batch_size, max_input_length=max_in,
                                     max_decode_length=int(lengths.get("targets", max_dec)), desc="rationales")
-        out = [{**r, "rationale": x} for r, x in zip(out, rationales)]
+        out = [{**r, "rationale": x.strip()} for r, x in zip(out, rationales)]
     return out
+
+
+def _method_of(checkpoint: str, record: Dict[str, Any], requested: Optional[str]) -> methods.Method:
+    recorded = record.get("method")
+    try:
+        if recorded and requested and recorded != requested:
+            raise PredictError(f"{checkpoint} was trained with method {recorded!r}, not --method {requested}; "
+                               "drop --method.")
+        if recorded or requested:
+            return methods.get(recorded or requested)
+    except ValueError as e:
+        raise PredictError(f"--method: {e}") from None
+    raise PredictError(f"{checkpoint} has no dsbs_run.json naming its method; pass --method "
+                       f"({', '.join(methods.METHODS)}).")
 
 
 def write_jsonl(path: str, records: Iterable[Dict[str, Any]]) -> None:
@@ -136,6 +153,16 @@ def write_jsonl(path: str, records: Iterable[Dict[str, Any]]) -> None:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+
+
+def _check_writable(path: str) -> None:
+    """Fails before decoding, not after, when `--output` cannot be written."""
+    directory = os.path.dirname(os.path.abspath(path))
+    existing = directory
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    if os.path.isdir(path) or not os.access(existing, os.W_OK):
+        raise PredictError(f"--output {path}: cannot write there ({'a directory' if os.path.isdir(path) else 'no write permission in ' + existing}).")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -150,19 +177,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--max_input_length", type=int, default=None, help="default: the run's inputs length")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     parser.add_argument("--vocabulary", default=None, help="SentencePiece model (default: the run's)")
-    parser.add_argument("--label_prefix", default=None,
-                        help="input prefix of the label task (default: from the run: 'predict: ' for DSbS "
-                             "students, '' for standard finetuning)")
-    parser.add_argument("--rationale_prefix", default=RATIONALE_PREFIX)
+    parser.add_argument("--method", default=None, choices=list(methods.METHODS),
+                        help="the method a T5X/HF checkpoint was trained with (default: the run's recorded one)")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     from dsbs_jax.train.checkpointing import CheckpointError
 
     try:
+        _check_writable(args.output)
         records = read_jsonl(args.input, args.input_field)
         out = predict(args.checkpoint, records, input_field=args.input_field, rationale=args.rationale,
                       batch_size=args.batch_size, max_decode_length=args.max_decode_length,
                       max_input_length=args.max_input_length, step=args.step, vocabulary=args.vocabulary,
-                      label_prefix=args.label_prefix, rationale_prefix=args.rationale_prefix)
+                      method=args.method)
     except (PredictError, CheckpointError) as e:
         print(f"dsbs predict: error: {e}", file=sys.stderr)
         return 2

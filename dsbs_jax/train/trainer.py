@@ -1,9 +1,12 @@
 """The embedded trainer: `train(TrainConfig) -> final metrics`, T5X's finetuning loop without T5X.
 
     from dsbs_jax.train.trainer import TrainConfig, train
-    metrics = train(TrainConfig(mixture_or_task_name="cqa_dsbs_gold", model_dir="/tmp/run",
+    metrics = train(TrainConfig(method="dsbs", dataset="cqa", model_dir="/tmp/run",
                                 task_feature_lengths={"inputs": 512, "targets": 256}, train_steps=10_000))
     metrics["eval/cqa_label_gold/accuracy"], metrics["final_loss"]
+
+The method (`dsbs_jax/methods.py`) decides the training task, the loss, the feature converter,
+the evaluation task and the decode length; TrainConfig only overrides them when asked.
 
 The loop: build the mesh and the sharded state (fresh, from INITIAL_CHECKPOINT_PATH via
 `checkpoints.load_pretrained`, or resumed from the newest complete orbax checkpoint in
@@ -25,9 +28,11 @@ import gin
 import jax
 import numpy as np
 
+from dsbs_jax import methods
 from dsbs_jax.models import network
 from dsbs_jax.models.config import T5Config, t5_1_1_config
 from dsbs_jax.train import checkpointing, evaluation, input_pipeline, optimizers, train_state, train_step
+from dsbs_jax.train.inference import RUN_RECORD
 from dsbs_jax.train.losses import LossConfig
 
 log = logging.getLogger(__name__)
@@ -41,46 +46,59 @@ class TrainConfig:
     """One training (and evaluation) job. Gin binds it from T5X-named macros (gin/runs/finetune.gin).
 
     Attributes:
-      mixture_or_task_name: SeqIO mixture/task to train on (MIXTURE_OR_TASK_NAME).
+      method: a name of `dsbs_jax.methods.METHODS` (METHOD); None: the method that trains on
+        `mixture_or_task_name`.
+      dataset: dataset name, e.g. "cqa" (DATASET); with `method` it names the training task.
+      data_fraction: percent of the training split (DATA_FRACTION; nested subsets).
+      mixture_or_task_name: SeqIO mixture/task to train on (MIXTURE_OR_TASK_NAME); None: the
+        method's task for `dataset` and `data_fraction`.
       task_feature_lengths: {"inputs": n, "targets": m} (TASK_FEATURE_LENGTHS).
       model_dir: checkpoints, metrics.jsonl, TensorBoard events (MODEL_DIR).
       train_steps: total optimizer steps, including those of a resumed run (TRAIN_STEPS).
-      batch_size: global batch size in rows (BATCH_SIZE); packed rows hold several examples.
+      batch_size: global batch size in examples (BATCH_SIZE) for every method; a paired example
+        carries both of its targets.
       model: the student's T5Config (MODEL_SIZE picks a t5_1_1 size in gin).
       dropout_rate: overrides `model.dropout_rate` when not None (DROPOUT_RATE).
-      loss_mode, alpha, z_loss, label_smoothing, loss_normalizing_factor: see `losses.LossConfig`.
+      alpha, z_loss, loss_normalizing_factor: override the method's loss (None: the method's;
+        see `losses.LossConfig`); label_smoothing: T5X's constant.
       optimizer, learning_rate, lr_schedule, warmup_steps, grad_clip_norm, weight_decay: see
         `optimizers.OptimizerConfig` (None = the optimizer's own default).
       num_microbatches: gradient accumulation slices per batch.
       mesh_shape: (data, model) device mesh; -1 in one entry takes the remaining devices.
       seed: parameter init, dropout and data order.
-      pack: pack examples into rows (mixture mode; PACK).
+      pack: pack examples into rows (one-target methods only; then BATCH_SIZE counts rows). Off by
+        default, as the reference trains on 64 unpacked examples per step.
       use_cached_tasks: read SeqIO's offline cache (USE_CACHED_TASKS; False for local runs).
       initial_checkpoint_path: T5X or HF checkpoint to start from (INITIAL_CHECKPOINT_PATH).
       checkpoint_period: steps between checkpoints (and one at the end).
       keep_checkpoints: keep this many (None: all) (KEEP_CHECKPOINTS).
       best_metric: keep the best by this eval metric, e.g. "eval/cqa_label_gold/accuracy".
       eval_period: steps between evaluations (None/0: only at the end; -1: never) (EVAL_PERIOD).
-      eval_tasks: label tasks to evaluate; empty = derived from the training task name.
-      eval_split, eval_batch_size, max_decode_length, eval_num_examples: see `evaluation.EvalConfig`.
+      eval_tasks: tasks to evaluate; empty = the method's gold-label task for the dataset.
+      eval_split, eval_batch_size, eval_num_examples: see `evaluation.EvalConfig`.
+      max_decode_length: None = the method's (64 for labels, the target length for single-task).
+      allow_config_change: resume although the model, vocabulary, method or task differ from the
+        recorded run (ALLOW_CONFIG_CHANGE); refused by default.
       log_period: steps between metric writes.
       async_checkpointing: write checkpoints in the background.
       progress_bar: show a tqdm bar.
     """
 
-    mixture_or_task_name: str
     task_feature_lengths: Mapping[str, int]
     model_dir: str
     train_steps: int
+    method: Optional[str] = None
+    dataset: Optional[str] = None
+    data_fraction: float = 100.0
+    mixture_or_task_name: Optional[str] = None
     batch_size: int = 64
     model: T5Config = dataclasses.field(default_factory=lambda: t5_1_1_config("small"))
     dropout_rate: Optional[float] = None
-    loss_mode: str = "mixture"
-    alpha: float = 0.5
-    z_loss: float = 1e-4
+    alpha: Optional[float] = None
+    z_loss: Optional[float] = None
     label_smoothing: float = 0.0
     loss_normalizing_factor: Optional[Any] = None
-    optimizer: str = "adafactor"
+    optimizer: str = "adamw"
     learning_rate: Optional[float] = None
     lr_schedule: Optional[str] = None
     warmup_steps: int = 0
@@ -89,7 +107,7 @@ class TrainConfig:
     num_microbatches: int = 1
     mesh_shape: Tuple[int, int] = (-1, 1)
     seed: int = 0
-    pack: bool = True
+    pack: bool = False
     use_cached_tasks: bool = False
     initial_checkpoint_path: Optional[str] = None
     checkpoint_period: int = 1000
@@ -99,8 +117,9 @@ class TrainConfig:
     eval_tasks: Sequence[str] = ()
     eval_split: str = "validation"
     eval_batch_size: int = 32
-    max_decode_length: int = 64
+    max_decode_length: Optional[int] = None
     eval_num_examples: Optional[int] = None
+    allow_config_change: bool = False
     log_period: int = 10
     async_checkpointing: bool = True
     progress_bar: bool = True
@@ -113,13 +132,44 @@ class TrainConfig:
         if self.batch_size % max(self.num_microbatches, 1):
             raise ValueError(f"TrainConfig: batch_size={self.batch_size} is not divisible by "
                              f"num_microbatches={self.num_microbatches} (gin: NUM_MICROBATCHES).")
+        method = self.resolved()[0]  # validates METHOD / DATASET / MIXTURE_OR_TASK_NAME
         self.loss_config()  # validates loss fields
         self.optimizer_config()
+        if self.pack and method.paired:
+            raise ValueError(f"PACK=True: method {method.name!r} trains on paired examples, which cannot be "
+                             "packed (gin: PACK = False).")
+
+    def resolved(self) -> Tuple[methods.Method, str, Optional[str]]:
+        """(method, training task, dataset) from METHOD/DATASET/DATA_FRACTION or MIXTURE_OR_TASK_NAME."""
+        try:
+            return methods.resolve(self.method, self.dataset, self.data_fraction, self.mixture_or_task_name)
+        except ValueError as e:
+            raise ValueError(f"{e} (gin: METHOD, DATASET, MIXTURE_OR_TASK_NAME)") from None
+
+    @property
+    def training_task(self) -> str:
+        return self.resolved()[1]
 
     def loss_config(self) -> LossConfig:
-        return LossConfig(mode=self.loss_mode, alpha=self.alpha, z_loss=self.z_loss,
-                          label_smoothing=self.label_smoothing,
-                          loss_normalizing_factor=self.loss_normalizing_factor)
+        """The method's loss with this run's overrides."""
+        loss = self.resolved()[0].loss
+        overrides = {k: v for k, v in (("alpha", self.alpha), ("z_loss", self.z_loss),
+                                      ("loss_normalizing_factor", self.loss_normalizing_factor)) if v is not None}
+        return dataclasses.replace(loss, label_smoothing=self.label_smoothing, **overrides)
+
+    def eval_task_names(self) -> Tuple[str, ...]:
+        """EVAL_TASKS, else the method's gold-label task for the dataset."""
+        if self.eval_tasks:
+            return tuple(self.eval_tasks)
+        method, task, dataset = self.resolved()
+        if dataset is None:
+            raise ValueError(f"Cannot tell which task scores {task!r}: set --gin.EVAL_TASKS (or DATASET).")
+        return (method.eval_task(dataset),)
+
+    def decode_length(self) -> int:
+        if self.max_decode_length is not None:
+            return self.max_decode_length
+        return self.resolved()[0].decode_length(self.task_feature_lengths)
 
     def optimizer_config(self) -> optimizers.OptimizerConfig:
         return optimizers.OptimizerConfig(
@@ -132,12 +182,14 @@ class TrainConfig:
 
 # field -> accepted types (bool is excluded from int fields explicitly below).
 _FIELD_TYPES = {
-    "mixture_or_task_name": (str,), "model_dir": (str,), "train_steps": (int,), "batch_size": (int,),
-    "model": (T5Config,), "dropout_rate": (float, int, type(None)), "loss_mode": (str,), "alpha": (float, int),
-    "z_loss": (float, int), "label_smoothing": (float, int), "optimizer": (str,),
+    "mixture_or_task_name": (str, type(None)), "method": (str, type(None)), "dataset": (str, type(None)),
+    "data_fraction": (float, int), "model_dir": (str,), "train_steps": (int,), "batch_size": (int,),
+    "model": (T5Config,), "dropout_rate": (float, int, type(None)), "alpha": (float, int, type(None)),
+    "z_loss": (float, int, type(None)), "label_smoothing": (float, int), "optimizer": (str,),
     "learning_rate": (float, int, type(None)), "num_microbatches": (int,), "seed": (int,), "pack": (bool,),
     "use_cached_tasks": (bool,), "initial_checkpoint_path": (str, type(None)), "checkpoint_period": (int,),
-    "keep_checkpoints": (int, type(None)), "eval_period": (int, type(None)), "max_decode_length": (int,),
+    "keep_checkpoints": (int, type(None)), "eval_period": (int, type(None)),
+    "max_decode_length": (int, type(None)), "allow_config_change": (bool,),
     "eval_batch_size": (int,), "task_feature_lengths": (Mapping,), "mesh_shape": (tuple, list),
     "eval_tasks": (tuple, list), "log_period": (int,),
 }
@@ -206,36 +258,77 @@ def _create_mesh(shape: Sequence[int]):
 
 def _check_vocab(config: TrainConfig, model_config: T5Config) -> Any:
     """The task's output vocabulary; errors if the model's embedding is too small for it."""
-    task = input_pipeline.get_mixture_or_task(config.mixture_or_task_name)
+    task_name = config.training_task
+    task = input_pipeline.get_mixture_or_task(task_name)
     vocab = task.output_features["targets"].vocabulary
     if vocab.vocab_size > model_config.vocab_size:
         raise ValueError(
-            f"The vocabulary of {config.mixture_or_task_name!r} has {vocab.vocab_size} ids but the model's "
+            f"The vocabulary of {task_name!r} has {vocab.vocab_size} ids but the model's "
             f"vocab_size is {model_config.vocab_size}; set T5Config.vocab_size >= {vocab.vocab_size} "
             "(gin: VOCAB_SIZE).")
     return vocab
 
 
-def _write_run_config(config: TrainConfig, model_config: T5Config, vocab: Any, eval_tasks: Sequence[str]) -> None:
-    """`{model_dir}/dsbs_run.json`: what `dsbs predict`/`dsbs eval` need to rebuild the model."""
-    if jax.process_index() != 0:
-        return
-    record = {
+def absolute_path(path: Optional[str]) -> Optional[str]:
+    """`path` made absolute, so that a recorded run works from any directory; URLs unchanged."""
+    if not path or "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+# What a resumed run must share with the recorded one: otherwise the checkpoint does not fit
+# (model, vocabulary) or the run silently becomes another experiment (method, task, lengths).
+_RESUME_KEYS = ("model", "vocabulary", "method", "mixture_or_task_name", "task_feature_lengths")
+
+
+def run_record(config: TrainConfig, model_config: T5Config, vocab: Any, eval_tasks: Sequence[str]) -> Dict[str, Any]:
+    """What `dsbs predict`/`dsbs eval`/`dsbs export` need to rebuild and use the model."""
+    method, task, dataset = config.resolved()
+    spm = getattr(vocab, "sentencepiece_model_file", None)
+    return {
         "model": dataclasses.asdict(model_config),
-        "vocabulary": {"sentencepiece_model_file": getattr(vocab, "sentencepiece_model_file", None),
-                       "extra_ids": getattr(vocab, "extra_ids", 0)},
-        "mixture_or_task_name": config.mixture_or_task_name,
+        "vocabulary": {"sentencepiece_model_file": absolute_path(spm), "extra_ids": getattr(vocab, "extra_ids", 0)},
+        "method": method.name,
+        "dataset": dataset,
+        "mixture_or_task_name": task,
         "task_feature_lengths": dict(config.task_feature_lengths),
         "eval_tasks": list(eval_tasks),
-        # How `dsbs predict` formats inputs: the variant of the eval task ("label": `predict: ` x).
-        "eval_variant": (evaluation.split_task_name(eval_tasks[0]) or (None, None))[1] if eval_tasks else None,
-        "loss_mode": config.loss_mode,
-        "max_decode_length": config.max_decode_length,
+        "input_prefix": method.input_prefix,
+        "postprocessor": method.postprocessor,
+        "loss": dataclasses.asdict(config.loss_config()),
+        "max_decode_length": config.decode_length(),
     }
-    path = os.path.join(config.model_dir, "dsbs_run.json")
+
+
+def _check_and_write_run_record(config: TrainConfig, record: Mapping[str, Any], resuming: bool) -> None:
+    """Refuses to resume a run whose recorded configuration differs; then writes the record.
+
+    Runs before anything is restored or written, so a refused resume leaves the run directory
+    exactly as it was.
+    """
+    path = os.path.join(config.model_dir, RUN_RECORD)
+    if resuming and os.path.exists(path) and not config.allow_config_change:
+        with open(path) as f:
+            recorded = json.load(f)
+        changed = [key for key in _RESUME_KEYS if key in recorded and recorded[key] != record[key]]
+        if changed:
+            diff = "; ".join(_describe_change(key, recorded[key], record[key]) for key in changed)
+            raise checkpointing.CheckpointError(
+                f"{config.model_dir} holds a run with another configuration ({diff}). Resume it with the "
+                "recorded settings, start a new --gin.MODEL_DIR, or pass --gin.ALLOW_CONFIG_CHANGE=True.")
+    if jax.process_index() != 0:
+        return
     with open(path + ".tmp", "w") as f:
         json.dump(record, f, indent=2, sort_keys=True)
     os.replace(path + ".tmp", path)
+
+
+def _describe_change(key: str, old: Any, new: Any) -> str:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        fields = [f"{key}.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                  if old.get(k) != new.get(k)]
+        return ", ".join(fields)
+    return f"{key}: {old!r} -> {new!r}"
 
 
 def _initial_state(config: TrainConfig, model_config: T5Config, tx, shardings, ckpt: checkpointing.Checkpointer,
@@ -245,11 +338,11 @@ def _initial_state(config: TrainConfig, model_config: T5Config, tx, shardings, c
         state, data_state = ckpt.restore(template)
         log.info("Resumed from %s step %d", ckpt.directory, int(state.step))
         saved = (data_state.get("mixture_or_task_name"), data_state.get("seed"))
-        if saved != (config.mixture_or_task_name, config.seed):
-            # The saved position counts batches of another stream: resuming it is not exact.
+        if saved != (config.training_task, config.seed):
+            # Only reachable with ALLOW_CONFIG_CHANGE (or another seed): the saved position counts
+            # batches of another stream, so resuming it is not exact.
             log.warning("Checkpoint data position is for %s but this run reads %s; the data order after "
-                        "resuming differs from an uninterrupted run.", saved,
-                        (config.mixture_or_task_name, config.seed))
+                        "resuming differs from an uninterrupted run.", saved, (config.training_task, config.seed))
         return state, int(data_state.get("batches_consumed", int(state.step)))
     if config.initial_checkpoint_path:
         from dsbs_jax.models import checkpoints
@@ -279,12 +372,18 @@ def train(config: TrainConfig) -> Dict[str, Any]:
        "tokens_per_s", "model_dir"}.
     """
     maybe_initialize_distributed()
+    config = dataclasses.replace(config, model_dir=absolute_path(config.model_dir),
+                                 initial_checkpoint_path=absolute_path(config.initial_checkpoint_path))
     os.makedirs(config.model_dir, exist_ok=True)
     model_config = config.model_config()
     loss_config = config.loss_config()
     vocab = _check_vocab(config, model_config)
-    eval_tasks = tuple(config.eval_tasks) or evaluation.label_tasks_for(config.mixture_or_task_name)
-    _write_run_config(config, model_config, vocab, eval_tasks)
+    eval_tasks = config.eval_task_names()
+    # Eval settings (tasks, split) are checked before step 1, not found wrong after the last one.
+    evaluator = _make_evaluator(config, model_config, eval_tasks) if _evaluates(config) else None
+    ckpt_dir = os.path.join(config.model_dir, "checkpoints")
+    resuming = checkpointing.has_checkpoint(ckpt_dir)
+    _check_and_write_run_record(config, run_record(config, model_config, vocab, eval_tasks), resuming)
 
     mesh, rules = _create_mesh(config.mesh_shape)
     tx = optimizers.make_optimizer(config.optimizer_config(), config.train_steps)
@@ -292,7 +391,7 @@ def train(config: TrainConfig) -> Dict[str, Any]:
     shardings = train_state.state_shardings(tx, boxed, mesh, rules)
     template = train_state.abstract_state(tx, boxed, shardings)
     ckpt = checkpointing.Checkpointer(
-        os.path.join(config.model_dir, "checkpoints"), max_to_keep=config.keep_checkpoints,
+        ckpt_dir, max_to_keep=config.keep_checkpoints,
         best_metric=config.best_metric, async_save=config.async_checkpointing)
     state, consumed = _initial_state(config, model_config, tx, shardings, ckpt, template)
     start_step = int(state.step)
@@ -302,12 +401,11 @@ def train(config: TrainConfig) -> Dict[str, Any]:
     try:
         if start_step < config.train_steps:
             state, loop_results = _train_loop(config, model_config, loss_config, mesh, rules, shardings, state,
-                                              consumed, ckpt, metrics_log, eval_tasks)
+                                              consumed, ckpt, metrics_log, evaluator)
             results.update(loop_results)
-        elif config.eval_period is None or config.eval_period >= 0:
+        elif evaluator is not None:
             log.info("Checkpoint step %d >= TRAIN_STEPS=%d: evaluating only.", start_step, config.train_steps)
-            eval_results = _make_evaluator(config, model_config, eval_tasks).evaluate(
-                lambda: state.params, start_step)
+            eval_results = evaluator.evaluate(lambda: state.params, start_step)
             metrics_log.write(start_step, evaluation.flatten_metrics(eval_results))
             results["eval"] = eval_results
         results["step"] = int(state.step)
@@ -318,28 +416,33 @@ def train(config: TrainConfig) -> Dict[str, Any]:
         ckpt.close()
 
 
+def _evaluates(config: TrainConfig) -> bool:
+    return config.eval_period is None or config.eval_period >= 0
+
+
 def _make_evaluator(config: TrainConfig, model_config: T5Config, eval_tasks: Sequence[str]) -> evaluation.Evaluator:
+    for name in eval_tasks:
+        input_pipeline.get_mixture_or_task(name)
     return evaluation.Evaluator(
         evaluation.EvalConfig(tasks=tuple(eval_tasks), split=config.eval_split, batch_size=config.eval_batch_size,
-                              max_decode_length=config.max_decode_length, num_examples=config.eval_num_examples),
+                              max_decode_length=config.decode_length(), num_examples=config.eval_num_examples),
         model_config, log_dir=os.path.join(config.model_dir, "inference_eval"))
 
 
 def _train_loop(config: TrainConfig, model_config: T5Config, loss_config: LossConfig, mesh, rules, shardings,
                 state, consumed: int, ckpt: checkpointing.Checkpointer, metrics_log: _MetricsLog,
-                eval_tasks: Sequence[str]) -> Tuple[train_state.TrainState, Dict[str, Any]]:
+                evaluator: Optional[evaluation.Evaluator]) -> Tuple[train_state.TrainState, Dict[str, Any]]:
     from tqdm import tqdm
 
     data = input_pipeline.BatchIterator(input_pipeline.DataConfig(
-        mixture_or_task_name=config.mixture_or_task_name, task_feature_lengths=config.task_feature_lengths,
-        batch_size=config.batch_size, seed=config.seed, pack=config.pack and loss_config.mode == "mixture",
+        mixture_or_task_name=config.training_task, task_feature_lengths=config.task_feature_lengths,
+        batch_size=config.batch_size, seed=config.seed, pack=config.pack,
         paired=loss_config.mode == "paired", use_cached=config.use_cached_tasks), start=consumed)
     step_fn = train_step.make_train_step(
         network.Transformer(model_config), loss_config, shardings, mesh, rules,
         num_microbatches=config.num_microbatches, dropout_seed=config.seed,
         enable_dropout=model_config.dropout_rate > 0)
     b_sharding = train_step.batch_sharding(mesh)
-    evaluator = None
     start = int(state.step)
     window: list = []
     tokens_total, t0 = 0.0, time.time()
@@ -372,13 +475,15 @@ def _train_loop(config: TrainConfig, model_config: T5Config, loss_config: LossCo
         bar.update(1)
         eval_metrics = None
         final = step == config.train_steps
-        if _eval_due(config, step, final):
-            evaluator = evaluator or _make_evaluator(config, model_config, eval_tasks)
+        if final:
+            # The last checkpoint is written before the final evaluation, which can fail or be killed.
+            ckpt.save(state, data.state())
+        if evaluator is not None and _eval_due(config, step, final):
             last_eval = evaluator.evaluate(lambda: state.params, step)
             eval_metrics = evaluation.flatten_metrics(last_eval)
             metrics_log.write(step, eval_metrics)
             bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in eval_metrics.items()))
-        if step % config.checkpoint_period == 0 or final:
+        if step % config.checkpoint_period == 0 and not final:
             ckpt.save(state, data.state(), metrics=eval_metrics)
     bar.close()
     elapsed = max(time.time() - t0, 1e-9)

@@ -88,6 +88,10 @@ def read_release(src: str, dataset: str, split: str, *, spec: Optional[DatasetSp
         leaves nothing behind either way.
     """
     spec = spec or get_spec(dataset)
+    if spec.combines:
+        yield from _read_combined(src, spec, split, filter_labels=filter_labels, limit=limit,
+                                  max_field_bytes=max_field_bytes)
+        return
     inputs, output_files = release_files(src, dataset, split)
     records = read_json_lines(inputs, max_field_bytes)
     outputs = read_teacher_outputs(output_files, spec.outputs_per_file) if output_files else None
@@ -105,3 +109,20 @@ def read_release(src: str, dataset: str, split: str, *, spec: Optional[DatasetSp
             example = attach_teacher_output(example, spec, outputs[index], filter_labels=filter_labels,
                                             extra_meta={"model": TEACHER["model"]})
         yield example
+
+
+def _read_combined(src: str, spec: DatasetSpec, split: str, *, filter_labels: bool,
+                   limit: Optional[int], max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES) -> Iterator[schema.Example]:
+    """The examples of a dataset built from others (e.g. SVAMP + ASDiv train), in source order."""
+    sources = spec.combines.get(split)
+    if not sources:
+        raise DataError(src, None, None, f"dataset {spec.name!r} has no split {split!r}; it combines "
+                        f"{dict(spec.combines)}", fix="pass --splits " + " ".join(spec.combines))
+    count = 0
+    for source in sources:
+        for example in read_release(src, source, split, filter_labels=filter_labels, max_field_bytes=max_field_bytes):
+            if limit is not None and count >= limit:
+                return
+            count += 1
+            # Ids stay the source's own ("svamp-train-3", "asdiv-train-3"): unique across sources.
+            yield example.replace(dataset=spec.name)

@@ -94,7 +94,7 @@ def test_cli_known_dataset_as_jsonl_uses_its_spec(tmp_path):
     record = {"id": "x1", "question": "Where?", "choices": ["a", "b", "c", "d", "e"], "answer": "c"}
     src = _write_jsonl(tmp_path / "cqa.jsonl", [record])
     assert import_cli.main(["--format", "jsonl", "--dataset", "cqa", "--src", str(src), "--out",
-                            str(tmp_path / "out"), "--id_field", "id"]) == 0
+                            str(tmp_path / "out"), "--id_field", "id", "--holdout", "0"]) == 0  # one record
     (example,) = tfrecords.read_split(str(tmp_path / "out" / "cqa"), "train")
     assert example.input == specs.get_spec("cqa").format_input(record) and example.label == "c"
     assert tuple(example.choices) == ("a", "b", "c", "d", "e") and example.id == "x1"

@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num_shards", type=flags.int_at_least(1), default=1, help="shards per split")
     p.add_argument("--filter_labels", action="store_true",
                    help="drop teacher labels/rationales that fail to parse (the paper keeps them)")
-    p.add_argument("--limit", type=flags.int_at_least(1), help="only the first N examples of each split (release format)")
+    p.add_argument("--limit", type=flags.int_at_least(1),
+                   help="only the first N examples of each split (release format)")
     p.add_argument("--max_field_bytes", type=flags.int_at_least(1), default=DEFAULT_MAX_FIELD_BYTES,
                    help="largest field of an input record, in bytes (default 1 MiB)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing {out}/{dataset} whole")

@@ -27,12 +27,16 @@ def answer_for(prompt: str) -> str:
 
 
 class FaultPlan:
-    """What the next requests get: a list consumed front to back ('429', '500', 'hang', 'ok'); then `default`."""
+    """What the next requests get: a list consumed front to back ('429', '500', '401', '404', 'hang', 'html',
+    'junk', 'ok'); then `default`."""
 
     def __init__(self, plan=(), default: str = "ok", delay_s: float = 0.0):
         self.plan, self.default, self.delay_s = list(plan), default, delay_s
         self.seen: list[dict] = []
         self.lock = threading.Lock()
+        # Requests after the first `hold_after` wait until `release` is set (a job held mid-run).
+        self.hold_after: Optional[int] = None
+        self.release = threading.Event()
 
     def next(self) -> str:
         with self.lock:
@@ -43,6 +47,9 @@ def make_app(plan: FaultPlan) -> web.Application:
     async def completions(request: web.Request) -> web.Response:
         body = await request.json()
         plan.seen.append({"headers": dict(request.headers), "body": body, "path": request.path})
+        if plan.hold_after is not None and len(plan.seen) > plan.hold_after:
+            while not plan.release.is_set():
+                await asyncio.sleep(0.01)
         action = plan.next()
         if action == "429":
             return web.json_response({"error": "rate limited"}, status=429, headers={"Retry-After": "0.1"})
@@ -50,8 +57,14 @@ def make_app(plan: FaultPlan) -> web.Application:
             return web.json_response({"error": "boom"}, status=500)
         if action == "hang":
             await asyncio.sleep(5)
-        if action == "401":
-            return web.json_response({"error": "bad key"}, status=401)
+        if action in ("401", "404"):
+            return web.json_response({"error": "bad key or model"}, status=int(action))
+        if action == "html":  # a 200 that is not an OpenAI reply (e.g. --base_url points at a web page)
+            return web.Response(text="<html><body>Welcome to nginx!</body></html>", content_type="text/html")
+        if action == "junk":  # parses as nothing: no answer phrase
+            text = "A:."
+            choice = {"message": {"role": "assistant", "content": text}} if "messages" in body else {"text": text}
+            return web.json_response({"choices": [{**choice, "index": 0}], "usage": {}})
         await asyncio.sleep(plan.delay_s)
         prompt = body.get("prompt") or body["messages"][-1]["content"]
         text = answer_for(prompt)

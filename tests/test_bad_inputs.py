@@ -140,7 +140,7 @@ def test_unreadable_file(tmp_path, out, capsys):
     path = src / "cqa" / "cqa_test.json"
     path.write_bytes(path.read_bytes()[:40] + b"\xff\xfe\x00" + path.read_bytes()[40:])  # not UTF-8
     rc, err = _import(capsys, *_release_args(src, out))
-    _assert_error(rc, err, "cqa_test.json: cannot read file", "utf-8")
+    _assert_error(rc, err, "cqa_test.json:1: not UTF-8 text at column 41 (byte 0xff)")
 
 
 def test_missing_split_file(tmp_path, out, capsys):
@@ -220,7 +220,7 @@ def test_bad_second_split_leaves_previous_import_untouched(tmp_path, capsys):
     before = {name: (out / "mine" / name).read_bytes() for name in os.listdir(out / "mine")}
     (src / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good + [{"q": "new", "a": "no"}]))
     (src / "test.jsonl").write_text(json.dumps(good[0]) + "\n" + json.dumps({"q": None, "a": "no"}) + "\n")
-    rc, err = _import(capsys, *args)
+    rc, err = _import(capsys, *args)  # the same source: its splits would be added, not the dataset replaced
     _assert_error(rc, err, "test.jsonl:2: field 'q': missing")
     assert sorted(os.listdir(out)) == ["mine"]  # the staging directory is gone
     after = {name: (out / "mine" / name).read_bytes() for name in os.listdir(out / "mine")}
@@ -235,3 +235,81 @@ def test_user_directory_without_split_files(tmp_path, out, capsys):
     rc, err = _import(capsys, "--format", "jsonl", "--dataset", "mine", "--src", str(src), "--out", str(out),
                       "--template", "{q}")
     _assert_error(rc, err, "src: no {split}.jsonl files in this directory", "--splits")
+
+
+def test_import_into_existing_dataset_needs_overwrite_and_then_replaces_it_whole(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    for split in ("train", "test"):
+        (src / f"{split}.jsonl").write_text("".join(json.dumps({"q": f"{split}{i}", "a": "yes"}) + "\n"
+                                                   for i in range(3)))
+    out = tmp_path / "out"
+    args = ["--format", "jsonl", "--dataset", "mine", "--src", str(src), "--out", str(out), "--template", "{q}",
+            "--label_field", "a"]
+    assert import_cli.main(args) == 0
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"q": "only", "a": "no"}) + "\n")
+    again = ["--format", "jsonl", "--dataset", "mine", "--src", str(other), "--out", str(out), "--template", "{q}",
+             "--label_field", "a"]
+    before = {name: (out / "mine" / name).read_bytes() for name in os.listdir(out / "mine")}
+    rc = import_cli.main(again)
+    err = capsys.readouterr().err
+    assert rc == 2 and "already holds an import of 'mine' from jsonl 'src'" in err and "--overwrite" in err
+    assert {name: (out / "mine" / name).read_bytes() for name in os.listdir(out / "mine")} == before
+
+    assert import_cli.main(again + ["--overwrite", "--num_shards", "2"]) == 0
+    manifest = tfrecords.read_manifest(str(out / "mine"))
+    assert sorted(manifest["splits"]) == ["train"] and manifest["source"]["path"] == "other.jsonl"
+    assert manifest["splits"]["train"]["num_examples"] == 1
+    assert sorted(os.listdir(out / "mine")) == sorted(["manifest.json", "dataset_spec.json"] + manifest["splits"][
+        "train"]["files"])  # no shard of the old import is left
+    assert sorted(os.listdir(out)) == ["mine"]  # no staging or replaced-aside directory
+
+
+def test_a_60_mb_line_is_refused_while_streaming(tmp_path):
+    """The oversized field is found in a bounded window: memory stays near one chunk, not the line."""
+    import tracemalloc
+
+    from dsbs_jax.data.adapters.lines import iter_json_lines
+    from dsbs_jax.data.errors import DataError
+
+    path = tmp_path / "huge.jsonl"
+    with open(path, "w") as f:
+        f.write(json.dumps({"q": "fine", "a": "yes"}) + "\n")
+        f.write('{"q": "Why?", "context": "' + "x" * (60 << 20) + '", "a": "yes"}\n')
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as error:
+            list(iter_json_lines(str(path)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(error.value).startswith("huge.jsonl:2: field 'context': value is at least")
+    assert peak < 16 << 20, f"peak {peak / 2**20:.1f} MiB while reading a 60 MiB line"
+
+
+def test_field_scanner_handles_escapes_nesting_and_chunk_boundaries(tmp_path):
+    from dsbs_jax.data.adapters import lines
+    from dsbs_jax.data.errors import DataError
+
+    value = 'a \\" quote, a {brace} and [brackets]: ' * 40  # escaped quotes and structure inside a string
+    record = {"nested": {"k": [1, 2, {"x": "y"}]}, "text": value, "tail": "z" * 3000}
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    limit = len(json.dumps(record["tail"])) - 1  # only "tail" (3002 bytes with its quotes) is over
+    old_chunk = lines._CHUNK
+    try:
+        for chunk in (7, 64, 1 << 20):  # boundaries fall inside escapes and keys
+            lines._CHUNK = chunk
+            with pytest.raises(DataError, match="d.jsonl:1: field 'tail': value is 300[23] bytes"):
+                list(lines.iter_json_lines(str(path), max_field_bytes=limit))
+            assert list(lines.iter_json_lines(str(path), max_field_bytes=limit + 8)) == [(1, record)]
+    finally:
+        lines._CHUNK = old_chunk
+
+
+def test_verbose_adds_the_traceback(tmp_path, out, capsys):
+    src = _cqa_release(tmp_path / "r", mutate=_edit_record(5, question=_DELETE))
+    rc, err = _import(capsys, *_release_args(src, out), "--verbose")
+    assert rc == 1 and "Traceback (most recent call last)" in err
+    assert err.strip().splitlines()[-1].startswith("dsbs import: error: cqa_test.json:5: field 'question'")

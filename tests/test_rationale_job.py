@@ -88,3 +88,19 @@ def test_bad_arguments_are_clear():
         JobConfig(dataset="cqa", split="test", out="x")
     with pytest.raises(ValueError, match="--shard_index"):
         JobConfig(dataset="cqa", split="test", out="x", teacher="annotations", num_shards=2, shard_index=2)
+
+
+def test_short_rationales_are_dropped_and_counted(tmp_path):
+    src = tmp_path / "src"
+    rationales = ["A dog is an animal.", "A:.", "So.", "Dogs are animals, and running is moving."]
+    examples = [schema.Example(id=f"q{i}", dataset="esnli", split="valid", input=f"A dog runs {i}.</s>An animal moves.",
+                               label="entailment", rationales=(r,)) for i, r in enumerate(rationales)]
+    tfrecords.write_split(str(src / "esnli"), "valid", examples)
+    manifest = run_job(JobConfig(dataset="esnli", split="valid", out=str(tmp_path / "out"), src=str(src / "esnli"),
+                                 teacher="annotations", min_rationale_chars=5, progress=False))
+    entry = manifest["splits"]["valid"]
+    assert entry["num_short_rationales"] == 2 and entry["num_with_rationale"] == 2
+    assert entry["min_rationale_chars"] == 5 and entry["parse_rate"] == 1.0
+    out = {e.id: e for e in tfrecords.read_split(str(tmp_path / "out" / "esnli"), "valid")}
+    assert out["q1"].rationales == () and out["q1"].teacher_label == "entailment"
+    assert out["q3"].rationales == (rationales[3],)

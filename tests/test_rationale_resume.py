@@ -1,4 +1,5 @@
 """SIGKILL the rationale job mid-run (twice), restart it, and get exactly one record per id."""
+import json
 import os
 import pathlib
 import signal
@@ -49,6 +50,17 @@ def test_sigkill_and_resume_gives_exactly_one_record_per_id(release_dir, tmp_pat
         subprocess.run(_command(server.url, release_dir, resumed), check=True, capture_output=True)
         # The final run asked only for what was not committed (each committed id is never re-asked).
         assert len(server.plan.seen) - requests_before_final == N - second
+        paid = len(server.plan.seen) - N  # everything the three segments sent (the reference sent N)
+
+    # The manifest counts every segment, not only the last one: the killed runs' requests up to
+    # their last committed output (a request in flight at the kill is paid but not counted).
+    entry = tfrecords.read_manifest(str(resumed / "cqa"))["splits"]["test"]
+    assert entry["segments"] == 3
+    assert N <= entry["requests"] <= paid and entry["requests"] >= paid - 2 * 2  # concurrency 2, two kills
+    work = resumed / "cqa" / "_work" / "test.shard-00000-of-00001"
+    segments = [json.loads(line) for line in (work / "segments.jsonl").read_text().splitlines()]
+    assert [s["segment"] for s in segments] == [3]  # only the last run ended by itself
+    assert entry["wall_time_s"] > segments[0]["wall_time_s"]
 
     got = list(tfrecords.read_split(str(resumed / "cqa"), "test", verify=True))
     want = {e.id: e for e in tfrecords.read_split(str(reference / "cqa"), "test")}

@@ -1,4 +1,5 @@
 """Retries against a real local HTTP fault injector: 429 (Retry-After), 500, timeouts; budget exhaustion."""
+import json
 import os
 import sys
 
@@ -52,3 +53,28 @@ def test_timeouts_count_as_retryable(release_dir, tmp_path):
     with ServerThread(FaultPlan(["hang", "hang"])) as server:
         manifest = run_job(_config(tmp_path, release_dir, server.url, limit=2, timeout_s=0.3))
     assert manifest["splits"]["test"]["retries"] == 2
+
+
+@pytest.mark.parametrize("status", ["404", "401"])
+def test_client_errors_other_than_408_and_429_fail_at_once(release_dir, tmp_path, status):
+    with ServerThread(FaultPlan(default=status)) as server:
+        with pytest.raises(TeacherError, match=f"HTTP {status}.*not retryable"):
+            run_job(_config(tmp_path, release_dir, server.url, max_retries=5))
+        assert len(server.plan.seen) == 1
+
+
+def test_credentials_in_base_url_are_sent_but_never_written(release_dir, tmp_path, monkeypatch):
+    import base64
+    import pathlib
+
+    monkeypatch.delenv("DSBS_TEST_KEY", raising=False)
+    with ServerThread(FaultPlan()) as server:
+        url = server.url.replace("//", f"//alice:{SECRET}@")
+        manifest = run_job(_config(tmp_path, release_dir, url, limit=2))
+        sent = server.plan.seen[0]["headers"]["Authorization"]
+    assert sent == "Basic " + base64.b64encode(f"alice:{SECRET}".encode()).decode()
+    assert manifest["teacher"]["url"] == f"{server.url}/v1/completions"
+    written = "".join(p.read_bytes().decode("latin-1") for p in pathlib.Path(tmp_path).rglob("*") if p.is_file())
+    assert SECRET not in written and "alice" not in written
+    job = json.loads((tmp_path / "cqa" / "_work" / "test.shard-00000-of-00001" / "job.json").read_text())
+    assert job["base_url"] == server.url

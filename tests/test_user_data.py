@@ -94,7 +94,7 @@ def test_cli_known_dataset_as_jsonl_uses_its_spec(tmp_path):
     record = {"id": "x1", "question": "Where?", "choices": ["a", "b", "c", "d", "e"], "answer": "c"}
     src = _write_jsonl(tmp_path / "cqa.jsonl", [record])
     assert import_cli.main(["--format", "jsonl", "--dataset", "cqa", "--src", str(src), "--out",
-                            str(tmp_path / "out"), "--id_field", "id"]) == 0
+                            str(tmp_path / "out"), "--id_field", "id", "--holdout", "0"]) == 0  # one record
     (example,) = tfrecords.read_split(str(tmp_path / "out" / "cqa"), "train")
     assert example.input == specs.get_spec("cqa").format_input(record) and example.label == "c"
     assert tuple(example.choices) == ("a", "b", "c", "d", "e") and example.id == "x1"
@@ -165,3 +165,45 @@ def test_user_rationales_do_not_count_as_teacher_output(tmp_path):
     entry = tfrecords.write_split(str(tmp_path / "out"), "train", adapters.read_user(str(path), "m", "train", mapping))
     assert entry["num_with_rationale"] == 2 and entry["num_with_teacher_output"] == 0
     assert entry["parse_rate"] is None and entry["teacher_gold_agreement"] is None
+
+
+def test_imported_user_dataset_is_known_to_the_rationale_job(tmp_path, capsys):
+    """`dsbs import --format jsonl` saves the dataset's spec; `dsbs rationales --dataset NAME --src
+    {out}/NAME` finds it there (this process never registered the name)."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from teacher_server import FaultPlan, ServerThread
+
+    from dsbs_jax.rationales import cli as rationales_cli
+
+    name = "mine_spec_roundtrip"
+    assert name not in specs.known_specs()
+    records = [{"q": f"Is {i} even?", "a": ["yes", "no"][i % 2], "why": f"{i} mod 2 is {i % 2}."} for i in range(6)]
+    src = _write_jsonl(tmp_path / "mine.jsonl", records)
+    data = tmp_path / "data"
+    assert import_cli.main(["--format", "jsonl", "--dataset", name, "--src", str(src), "--out", str(data),
+                            "--template", "Q: {q}", "--label_field", "a", "--rationale_field", "why",
+                            "--label_set", "yes,no"]) == 0
+    saved = json.loads((data / name / "dataset_spec.json").read_text())
+    assert saved["mapping"]["template"] == "Q: {q}" and saved["mapping"]["label_set"] == ["yes", "no"]
+    assert saved["parser"]["kind"] == "label" and saved["metric"] == "accuracy"
+    assert tfrecords.read_manifest(str(data / name))["metric"] == "accuracy"
+
+    # The annotations teacher: the user's own rationales, parsed with the saved spec's parser.
+    assert rationales_cli.main(["--dataset", name, "--split", "train", "--src", str(data / name), "--out",
+                                str(tmp_path / "teacher"), "--teacher", "annotations", "--no_progress"]) == 0
+    entry = tfrecords.read_manifest(str(tmp_path / "teacher" / name))["splits"]["train"]
+    assert entry["num_examples"] == 6 and entry["parse_rate"] == 1.0 and entry["teacher_gold_agreement"] == 1.0
+    spec = specs.get_spec(name)
+    assert spec.label_set == ("yes", "no") and spec.prompt_file == ""
+
+    # An OpenAI-compatible teacher needs the user's few-shot prompt (there is no bundled one).
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Q: Is 2 even?\nA: 2 mod 2 is 0. So the answer is yes.\n\nQ: {input}\nA:")
+    with ServerThread(FaultPlan()) as server:
+        assert rationales_cli.main(["--dataset", name, "--split", "train", "--src", str(data / name), "--out",
+                                    str(tmp_path / "served"), "--base_url", server.url, "--model", "toy",
+                                    "--prompt_file", str(prompt), "--min_parse_rate", "0", "--no_progress"]) == 0
+        assert server.plan.seen[0]["body"]["prompt"].endswith("Q: Q: Is 0 even?\nA:")
+    assert tfrecords.read_manifest(str(tmp_path / "served" / name))["splits"]["train"]["requests"] == 6

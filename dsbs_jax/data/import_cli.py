@@ -8,8 +8,11 @@
         --input_fields question --label_field answer --label_set yes,no
 
 For jsonl/csv, `--src` is one file (one split, default "train") or a directory holding
-`{split}.jsonl` / `{split}.csv`. All splits are written to a staging directory first and moved
-into place together, so a bad record leaves `--out` as it was.
+`{split}.jsonl` / `{split}.csv`; the field mapping is saved as `{out}/{dataset}/dataset_spec.json`
+so that `dsbs rationales --dataset NAME --src {out}/{dataset}` knows the dataset. All splits are
+written to a staging directory first and moved into place together, so a bad record leaves
+`--out` as it was. Splits of the same source are added to an existing `{out}/{dataset}`; one that
+holds another source is replaced whole, and only with `--overwrite`.
 """
 from __future__ import annotations
 
@@ -18,35 +21,39 @@ import sys
 import uuid
 from typing import Iterator, Optional, Sequence
 
+from dsbs_jax import flags
 from dsbs_jax.data import adapters, schema, tfrecords
+from dsbs_jax.data.adapters.lines import DEFAULT_MAX_FIELD_BYTES
 from dsbs_jax.data.splits import VALIDATION_SPLIT, holdout
 from dsbs_jax.data.errors import DataError
 from dsbs_jax.data.specs import get_spec
 
 FORMATS = ("release", "tfds", "jsonl", "csv")
+PROG = "dsbs import"
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, found {text}")
-    return value
+class ConfigError(ValueError):
+    """A flag or output-directory problem (exit status 2), as opposed to bad data (status 1)."""
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dsbs import", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = flags.OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--dataset", required=True, help="dataset name: cqa, esnli, anli1, svamp, asdiv, or yours")
     p.add_argument("--src", required=True,
                    help="release root, TFDS data_dir, or a JSONL/CSV file or directory (gs:// works)")
     p.add_argument("--out", required=True, help="data root; writes {out}/{dataset}/ (gs:// works)")
     p.add_argument("--splits", nargs="+", help="default: the release's splits; 'train' for a single user file")
-    p.add_argument("--num_shards", type=_positive_int, default=1, help="shards per split")
+    p.add_argument("--num_shards", type=flags.int_at_least(1), default=1, help="shards per split")
     p.add_argument("--filter_labels", action="store_true",
                    help="drop teacher labels/rationales that fail to parse (the paper keeps them)")
-    p.add_argument("--limit", type=int, help="only the first N examples of each split (release format)")
-    p.add_argument("--holdout", type=float, default=None,
+    p.add_argument("--limit", type=flags.int_at_least(1),
+                   help="only the first N examples of each split (release format)")
+    p.add_argument("--max_field_bytes", type=flags.int_at_least(1), default=DEFAULT_MAX_FIELD_BYTES,
+                   help="largest field of an input record, in bytes (default 1 MiB)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing {out}/{dataset} whole")
+    p.add_argument("--verbose", action="store_true", help="print the traceback of an error")
+    p.add_argument("--holdout", type=flags.float_in(0.0, 1.0), default=None,
                    help="share of train written as the 'valid' split when the data has none (default: the "
                         "dataset's, 0.1 for cqa/svamp/asdiv as in the paper; 0 disables)")
     p.add_argument("--tfds_name", help="TFDS name when not the default for --dataset (e.g. a dataset you built)")
@@ -68,19 +75,22 @@ def _user_path(src: str, split: str, fmt: str) -> str:
 def _examples(args: argparse.Namespace, split: str) -> Iterator[schema.Example]:
     if args.format == "release":
         return adapters.read_release(args.src, args.dataset, split, filter_labels=args.filter_labels,
-                                     limit=args.limit)
+                                     limit=args.limit, max_field_bytes=args.max_field_bytes)
     if args.format == "tfds":
         return adapters.read_tfds(args.dataset, split, data_dir=args.src, tfds_name=args.tfds_name)
     spec = None
     if not (args.template or args.input_fields):
         spec = get_spec(args.dataset)  # a known dataset's own record format, e.g. cqa as JSON lines
-    mapping = adapters.FieldMapping(
+    return adapters.read_user(_user_path(args.src, split, args.format), args.dataset, split, _mapping(args),
+                              fmt=args.format, spec=spec, max_field_bytes=args.max_field_bytes)
+
+
+def _mapping(args: argparse.Namespace) -> adapters.FieldMapping:
+    return adapters.FieldMapping(
         template=args.template.replace("\\n", "\n") if args.template else None,
         input_fields=tuple(f for f in (args.input_fields or "").split(",") if f),
         label_field=args.label_field, rationale_field=args.rationale_field, id_field=args.id_field,
         label_set=tuple(args.label_set.split(",")) if args.label_set else None)
-    return adapters.read_user(_user_path(args.src, split, args.format), args.dataset, split, mapping,
-                              fmt=args.format, spec=spec)
 
 
 def _default_splits(args: argparse.Namespace) -> list[str]:
@@ -107,6 +117,63 @@ def _summary(dataset_dir: str, manifest: dict) -> str:
                      f"{pct(entry['teacher_gold_agreement']):>7}  {pct(ref.get('parse_rate')):>10} "
                      f"{pct(ref.get('teacher_gold_agreement')):>9}  {failures}")
     return "\n".join(lines)
+
+
+def _source(args: argparse.Namespace) -> dict:
+    """The manifest's `source`: the basename for people, and an id of the absolute path (a release
+    root and its dataset folder are the same source) that tells two imports apart."""
+    import hashlib
+    import os
+
+    path = args.src.rstrip("/")
+    if args.format == "release" and path.rsplit("/", 1)[-1] == args.dataset:
+        path = path.rsplit("/", 1)[0] if "/" in path else "."
+    canonical = path if "://" in path else os.path.abspath(path)
+    return {"format": args.format, "path": args.src.rstrip("/").rsplit("/", 1)[-1],
+            "id": hashlib.sha256(f"{args.format}:{canonical}".encode()).hexdigest()[:16]}
+
+
+def _check_out(args: argparse.Namespace, dataset_dir: str, source: dict) -> bool:
+    """Refuses, before anything is written, an --out that cannot be written or that holds this
+    dataset from another source (an import into it used to merge splits of two sources under
+    one manifest). Returns True to replace the dataset dir whole, False to add splits to it."""
+    problem = flags.check_writable(args.out, "--out")
+    if problem:
+        raise ConfigError(problem)
+    if not adapters.base.path_exists(dataset_dir):
+        return True
+    if not adapters.base.is_dir(dataset_dir):
+        raise ConfigError(f"--out {args.out}: {dataset_dir} is a file; remove it or choose another --out")
+    if args.overwrite or not adapters.base.list_dir(dataset_dir):
+        return True
+    try:
+        manifest = tfrecords.read_manifest(dataset_dir)
+    except (FileNotFoundError, ValueError):
+        held = "files but no complete manifest"
+    else:
+        old = manifest.get("source") or {}
+        if old.get("id") == source["id"]:
+            return False  # more splits of the same source: added next to the others
+        held = (f"an import of {manifest.get('dataset', args.dataset)!r} from {old.get('format')} "
+                f"{old.get('path')!r}" if old else f"dataset {manifest.get('dataset', args.dataset)!r} "
+                f"(splits {sorted(manifest.get('splits', {}))}, not from `dsbs import`)")
+    raise ConfigError(f"--out {args.out}: {dataset_dir} already holds {held}; pass --overwrite to replace it "
+                      "whole, or choose another --out")
+
+
+def _check_sources(args: argparse.Namespace, splits: list[str]) -> None:
+    """The dataset name and every split's file, checked before any is read (fails in a moment)."""
+    spec = get_spec(args.dataset) if args.format in ("release", "tfds") else None
+    if args.format == "release":
+        for split in splits:
+            # A combined dataset (svamp_asdiv) reads its sources' files; its reader names a bad split.
+            for source in (spec.combines.get(split, ()) if spec.combines else (args.dataset,)):
+                adapters.release.release_files(args.src, source, split)
+    elif args.format in ("jsonl", "csv"):
+        for split in splits:
+            path = _user_path(args.src, split, args.format)
+            if not adapters.base.path_exists(path):
+                raise DataError(path, None, None, "file not found", fix="check --src and --splits")
 
 
 def _holdout_share(args: argparse.Namespace, splits: Sequence[str]) -> float:
@@ -148,14 +215,21 @@ def run(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
     dataset_dir = f"{args.out.rstrip('/')}/{args.dataset}"
-    staging = f"{args.out.rstrip('/')}/.{args.dataset}.staging-{uuid.uuid4().hex[:8]}"
-    extra = {"source": {"format": args.format, "path": args.src.rstrip("/").rsplit("/", 1)[-1]}}
+    source = _source(args)
+    replace = _check_out(args, dataset_dir, source)
+    extra = {"source": source, "created_by": "dsbs import"}
     if args.format == "release":
         extra["teacher"] = dict(adapters.release.TEACHER)
+    spec_record = None
+    if args.format in ("jsonl", "csv") and (args.template or args.input_fields):
+        spec_record = adapters.user.spec_record(args.dataset, _mapping(args))
+        extra["metric"] = spec_record["metric"]
     splits = args.splits or _default_splits(args)
     if not splits:
         raise DataError(args.src, None, None, f"no {{split}}.{args.format} files in this directory",
                         fix="name the files train.jsonl, test.jsonl, ... or pass --splits")
+    _check_sources(args, splits)
+    staging = f"{args.out.rstrip('/')}/.{args.dataset}.staging-{uuid.uuid4().hex[:8]}"
     holdout = _holdout_share(args, splits)
     try:
         for split in splits:
@@ -165,7 +239,9 @@ def run(args: argparse.Namespace) -> dict:
             with tqdm(_examples(args, split), desc=f"{args.dataset}/{split}", unit=" ex", file=sys.stderr,
                       mininterval=1.0) as examples:
                 tfrecords.write_split(staging, split, examples, num_shards=args.num_shards, manifest_extra=extra)
-        return tfrecords.publish_staged(staging, dataset_dir)
+        if spec_record is not None:
+            adapters.user.write_spec_file(staging if replace else dataset_dir, spec_record)
+        return tfrecords.publish_staged(staging, dataset_dir, replace=replace)
     finally:
         tfrecords.remove_dir(staging)
 
@@ -174,9 +250,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         manifest = run(args)
-    except (DataError, KeyError, FileNotFoundError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"dsbs import: error: {message}", file=sys.stderr)
-        return 1
+    except DataError as error:  # bad input data
+        return flags.report_error(PROG, error, verbose=args.verbose, code=1)
+    except (ConfigError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError) as error:
+        return flags.report_error(PROG, error, verbose=args.verbose, code=flags.USAGE_EXIT)
+    except Exception as error:  # anything else: still one line; the traceback under --verbose
+        return flags.report_error(PROG, error, verbose=args.verbose, code=1)
     print(_summary(f"{args.out.rstrip('/')}/{args.dataset}", manifest))
     return 0

@@ -84,7 +84,9 @@ def to_tf_example_bytes(example: Example) -> bytes:
         "rationales": _bytes(list(example.rationales)),
         "teacher_meta": _bytes([json.dumps(dict(example.teacher_meta), sort_keys=True)]),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic: the feature map in sorted order, so equal examples give equal bytes (and sha256)
+    # in every process; protobuf map order is otherwise unspecified.
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def from_tf_example_bytes(serialized: bytes) -> Example:

@@ -179,13 +179,53 @@ def register_spec(spec: DatasetSpec, overwrite: bool = False) -> DatasetSpec:
     return spec
 
 
-def get_spec(name: str) -> DatasetSpec:
-    """The spec registered under `name`; the error lists the known names."""
-    try:
+SPEC_FILE = "dataset_spec.json"  # a user dataset's spec, written by `dsbs import --format jsonl|csv`
+DATA_ROOT_ENV = "DSBS_DATA_ROOT"
+
+
+def _spec_file(name: str, data_dir: Optional[str]) -> Optional[str]:
+    """`{data_dir}/dataset_spec.json` (a dataset dir) or `{data_dir}/{name}/dataset_spec.json` (a
+    data root) when it exists; `$DSBS_DATA_ROOT` is the data root when `data_dir` is None."""
+    import os
+
+    roots = [data_dir] if data_dir else []
+    if os.environ.get(DATA_ROOT_ENV):
+        roots.append(os.environ[DATA_ROOT_ENV])
+    if not roots:
+        return None
+    from dsbs_jax.data import fs  # tf.io.gfile only for gs:// data dirs
+
+    for root in roots:
+        for candidate in (f"{root.rstrip('/')}/{SPEC_FILE}", f"{root.rstrip('/')}/{name}/{SPEC_FILE}"):
+            if fs.exists(candidate):
+                return candidate
+    return None
+
+
+def get_spec(name: str, data_dir: Optional[str] = None) -> DatasetSpec:
+    """The spec registered under `name`, else the one `dsbs import` saved for a user dataset.
+
+    Args:
+      name: the dataset name (`--dataset`).
+      data_dir: the dataset dir or data root to look for `dataset_spec.json` in (`--src`);
+        `$DSBS_DATA_ROOT` is tried too.
+
+    Raises:
+      KeyError: unknown name; the message lists the known names and where it looked.
+    """
+    if name in _SPECS:
         return _SPECS[name]
-    except KeyError:
-        raise KeyError(f"Unknown dataset {name!r}; known datasets: {sorted(_SPECS)}. User data needs no spec: "
-                       "use `dsbs import --format jsonl|csv` with --template/--label_field.") from None
+    path = _spec_file(name, data_dir)
+    if path is not None:
+        from dsbs_jax.data.adapters.user import read_spec_file  # the user-data spec builder
+
+        spec = read_spec_file(path)
+        if spec.name != name:
+            raise KeyError(f"{path} is the spec of dataset {spec.name!r}, not {name!r}; check --dataset")
+        return register_spec(spec, overwrite=True)
+    looked = f" (no {SPEC_FILE} in {data_dir})" if data_dir else ""
+    raise KeyError(f"Unknown dataset {name!r}{looked}; known datasets: {sorted(_SPECS)}. For your own data run "
+                   "`dsbs import --format jsonl|csv --dataset NAME ...` and pass its dataset dir as --src.")
 
 
 def known_specs() -> tuple[str, ...]:

@@ -10,7 +10,7 @@ every example was written, and the manifest is written last (itself via a temp f
 anything fails (a bad record raising `DataError` in the middle of the input, a full disk),
 the temp files are deleted and the previous complete output of that split is untouched.
 Readers take the shard list from the manifest, never from a glob of a directory that may be
-half written. Paths go through `tf.io.gfile`, so `gs://` works.
+half written. Paths go through `fs` (`tf.io.gfile` for URLs), so `gs://` works.
 
     manifest = write_split("/data/cqa", "train", examples, num_shards=4)
     for ex in read_split("/data/cqa", "train", verify=True): ...
@@ -31,9 +31,9 @@ _CHUNK = 1 << 20
 
 
 def _gfile():
-    import tensorflow as tf  # lazily: model code imports this package without TF
+    from dsbs_jax.data import fs  # os for local paths, tf.io.gfile (imported lazily) for URLs
 
-    return tf.io.gfile
+    return fs
 
 
 def _join(*parts: str) -> str:
@@ -56,6 +56,9 @@ def read_manifest(dataset_dir: str) -> dict:
     """The dataset's manifest; a clear error when the directory was never completely written."""
     path = _join(dataset_dir, MANIFEST)
     gfile = _gfile()
+    if not gfile.exists(dataset_dir):
+        raise FileNotFoundError(f"No dataset directory {dataset_dir} (so no {MANIFEST}): check the path (--src, "
+                                "DSBS_DATA_ROOT) or write it with `dsbs import ... --out` first.")
     if not gfile.exists(path):
         raise FileNotFoundError(
             f"No {MANIFEST} in {dataset_dir}: it is written last, so the import or rationale job that "
@@ -303,24 +306,63 @@ def _record_in_manifest(dataset_dir, split, manifest, stats, dataset_names, name
     return entry
 
 
+def _replace_dir(staging_dir: str, dataset_dir: str, staged: dict) -> dict:
+    gfile = _gfile()
+    if "://" in dataset_dir:
+        return _replace_files(staging_dir, dataset_dir, staged)
+    if not gfile.exists(dataset_dir):
+        gfile.rename(staging_dir, dataset_dir)
+        return staged
+    parent, name = dataset_dir.rstrip("/").rsplit("/", 1) if "/" in dataset_dir.rstrip("/") else (".", dataset_dir)
+    aside = f"{parent}/.{name}.replaced-{hashlib.sha256(staging_dir.encode()).hexdigest()[:8]}"
+    gfile.rename(dataset_dir, aside)  # the two renames are the only window without a dataset
+    try:
+        gfile.rename(staging_dir, dataset_dir)
+    except BaseException:
+        gfile.rename(aside, dataset_dir)  # put the old dataset back
+        raise
+    remove_dir(aside)
+    return staged
+
+
+def _replace_files(staging_dir: str, dataset_dir: str, staged: dict) -> dict:
+    """Object stores have no directory rename: the files move one by one, the manifest last (so
+    readers see the old dataset or the new one), then whatever the new one lacks is deleted."""
+    gfile = _gfile()
+    gfile.makedirs(dataset_dir)
+    old = {name.rstrip("/") for name in gfile.listdir(dataset_dir)}
+    new = sorted(name.rstrip("/") for name in gfile.listdir(staging_dir))
+    for name in [n for n in new if n != MANIFEST] + [MANIFEST]:
+        gfile.rename(_join(staging_dir, name), _join(dataset_dir, name), overwrite=True)
+    for name in sorted(old - set(new)):
+        path = _join(dataset_dir, name)
+        gfile.rmtree(path) if gfile.isdir(path) else gfile.remove(path)
+    remove_dir(staging_dir)
+    return staged
+
+
 def remove_dir(path: str) -> None:
     """Deletes a (staging) directory if it exists."""
     if _gfile().exists(path):
         _gfile().rmtree(path)
 
 
-def publish_staged(staging_dir: str, dataset_dir: str) -> dict:
+def publish_staged(staging_dir: str, dataset_dir: str, replace: bool = False) -> dict:
     """Moves every split written to `staging_dir` into `dataset_dir`, manifest last.
 
     Jobs that write several splits (`dsbs import`) write them all to a staging directory
     first, so that a bad record in the last split leaves `dataset_dir` exactly as it was.
-    Splits already in `dataset_dir` and not in the staging manifest are kept.
+    Splits already in `dataset_dir` and not in the staging manifest are kept, unless
+    `replace`: then the staging directory becomes `dataset_dir` whole (the old one is renamed
+    aside first and deleted last), so no split of the old dataset survives next to the new.
 
     Returns:
-      The merged manifest now in `dataset_dir`.
+      The manifest now in `dataset_dir`.
     """
     gfile = _gfile()
     staged = read_manifest(staging_dir)
+    if replace:
+        return _replace_dir(staging_dir, dataset_dir, staged)
     gfile.makedirs(dataset_dir)
     manifest_path = _join(dataset_dir, MANIFEST)
     manifest = read_manifest(dataset_dir) if gfile.exists(manifest_path) else {}

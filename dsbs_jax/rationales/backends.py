@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import random
 import urllib.parse
@@ -24,7 +25,9 @@ from dsbs_jax.data.specs import DatasetSpec
 from dsbs_jax.rationales.prompts import format_answer
 from dsbs_jax.rationales.ratelimit import RateLimiter
 
-RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# Of the 4xx statuses only timeouts and rate limits are transient; any other 4xx is a
+# configuration error (URL, model, key) that no retry fixes, so it fails at once.
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class TeacherError(RuntimeError):
@@ -62,11 +65,40 @@ class RetryPolicy:
 
 def redact_url(url: str) -> str:
     """The URL without user info or query string (where some servers put keys)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+    except ValueError:  # e.g. a port that is not a number: keep only what cannot be a secret
+        return url.split("@", 1)[-1].split("?", 1)[0] if "@" in url else url.split("?", 1)[0]
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def url_secrets(url: Optional[str]) -> list[str]:
+    """The parts of `url` that must never be printed: its user info and query string."""
+    if not url:
+        return []
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return []
+    secrets = []
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rsplit("@", 1)[0]
+        secrets += [userinfo, urllib.parse.unquote(userinfo)]
+        if parts.password:
+            secrets += [parts.password, urllib.parse.unquote(parts.password)]
+    if parts.query:
+        secrets.append(parts.query)
+    return [s for s in secrets if s]
+
+
+def redact_text(text: str, secrets: Sequence[str]) -> str:
+    """`text` with every secret replaced by <redacted> (longest first)."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "<redacted>")
+    return text
 
 
 class OpenAITeacher:
@@ -77,15 +109,32 @@ class OpenAITeacher:
                  retry: RetryPolicy = RetryPolicy(), limiter: Optional[RateLimiter] = None, concurrency: int = 8):
         if api_style not in ("completions", "chat"):
             raise ValueError(f"api_style must be 'completions' or 'chat', found {api_style!r} (--api_style).")
-        base = base_url.rstrip("/")
+        # Credentials in the URL (https://user:pass@host) go into an Authorization header and are
+        # kept out of self.url, which error messages and the manifest show.
+        self._secrets = url_secrets(base_url)
+        parts = urllib.parse.urlsplit(base_url)
+        self._auth = None
+        if parts.username is not None:
+            import aiohttp
+
+            self._auth = aiohttp.BasicAuth(urllib.parse.unquote(parts.username),
+                                           urllib.parse.unquote(parts.password or ""))
+            parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
+        base = parts._replace(query="", fragment="").geturl().rstrip("/")
         base = base if base.endswith("/v1") else base + "/v1"
         self.url = f"{base}/{'chat/completions' if api_style == 'chat' else 'completions'}"
+        self._request_url = self.url + (f"?{parts.query}" if parts.query else "")
         self.model, self.api_style = model, api_style
         self.temperature, self.max_tokens, self.stop = temperature, max_tokens, list(stop)[:4]  # OpenAI allows 4
         self._api_key = os.environ.get(api_key_env) if api_key_env else None
+        if self._api_key:
+            self._secrets.append(self._api_key)
         self.retry, self.limiter, self.concurrency = retry, limiter or RateLimiter(), concurrency
         self.stats = TeacherStats()
         self._session = None
+
+    def _redact(self, text: str) -> str:
+        return redact_text(text, self._secrets)
 
     def describe(self) -> dict:
         """The configuration for the manifest (no secrets)."""
@@ -122,6 +171,7 @@ class OpenAITeacher:
         import aiohttp
 
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        auth = None if self._api_key else self._auth  # aiohttp refuses both at once
         estimated_tokens = len(prompt) // 4 + self.max_tokens
         last_error = ""
         for attempt in range(self.retry.max_retries + 1):
@@ -129,25 +179,34 @@ class OpenAITeacher:
             retry_after = None
             self.stats.requests += 1
             try:
-                async with self._session.post(self.url, json=self._body(prompt), headers=headers,
+                async with self._session.post(self._request_url, json=self._body(prompt), headers=headers, auth=auth,
                                               timeout=aiohttp.ClientTimeout(total=self.retry.timeout_s)) as response:
                     if response.status == 200:
-                        completion = self._parse(await response.json(content_type=None))
+                        body = await response.read()
+                        try:
+                            completion = self._parse(json.loads(body))
+                        except (ValueError, KeyError, IndexError, TypeError) as error:
+                            # A 200 that is not an OpenAI reply is a wrong URL, not a flaky server.
+                            detail = self._redact(" ".join(body[:120].decode("utf-8", "replace").split()))
+                            raise TeacherError(
+                                f"Teacher {self.url} answered HTTP 200 with a body that is not an OpenAI "
+                                f"{self.api_style} reply ({type(error).__name__}; body starts {detail!r}); check "
+                                "--base_url (an OpenAI-compatible server) and --api_style.") from None
                         self.stats.prompt_tokens += completion.prompt_tokens
                         self.stats.completion_tokens += completion.completion_tokens
                         return completion
-                    detail = (await response.text())[:200].replace(self._api_key or "\0", "<redacted>")
+                    detail = self._redact(" ".join((await response.text())[:200].split()))
                     last_error = f"HTTP {response.status}: {detail}"
                     if response.status not in RETRYABLE_STATUS:
-                        raise TeacherError(f"Teacher {redact_url(self.url)} answered {last_error} (not retryable; "
+                        raise TeacherError(f"Teacher {self.url} answered {last_error} (not retryable; "
                                            "check --model, --base_url and the API key variable --api_key_env).")
                     retry_after = _seconds(response.headers.get("Retry-After"))
-            except (asyncio.TimeoutError, aiohttp.ClientError, KeyError, ValueError) as error:
-                last_error = f"{type(error).__name__}: {error}".replace(self._api_key or "\0", "<redacted>")
+            except (asyncio.TimeoutError, aiohttp.ClientError) as error:
+                last_error = self._redact(f"{type(error).__name__}: {error}")
             if attempt < self.retry.max_retries:
                 self.stats.retries += 1
                 await asyncio.sleep(self.retry.delay(attempt, retry_after))
-        raise TeacherError(f"Teacher {redact_url(self.url)} failed after {self.retry.max_retries + 1} attempts; "
+        raise TeacherError(f"Teacher {self.url} failed after {self.retry.max_retries + 1} attempts; "
                            f"last error: {last_error}. Finished ids are committed: re-run the same command to resume "
                            "(raise --max_retries or --timeout for a flaky server).")
 

@@ -40,11 +40,11 @@ def load_prompt(spec: DatasetSpec, prompt_file: Optional[str] = None) -> PromptT
     if not path:
         raise ValueError(f"Dataset {spec.name!r} has no bundled few-shot prompt; pass --prompt_file "
                          f"(a text file ending with the question, using {{input}}).")
-    import tensorflow as tf  # gs:// prompt files
+    from dsbs_jax.data import fs  # gs:// prompt files too
 
-    if not tf.io.gfile.exists(path):
+    if not fs.exists(path):
         raise FileNotFoundError(f"Prompt file {path} does not exist (--prompt_file).")
-    with tf.io.gfile.GFile(path) as f:
+    with fs.GFile(path) as f:
         text = f.read()
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}

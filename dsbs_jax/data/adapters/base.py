@@ -80,9 +80,9 @@ class IdChecker:
 
 
 def _gfile():
-    import tensorflow as tf  # lazily; tf.io.gfile makes gs:// sources work like local ones
+    from dsbs_jax.data import fs  # tf.io.gfile (imported lazily) makes gs:// sources work like local ones
 
-    return tf.io.gfile
+    return fs
 
 
 def path_exists(path: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Iterator, Optional
 from dsbs_jax.data import schema
 from dsbs_jax.data.adapters.base import (IdChecker, attach_teacher_output, example_from_raw, is_dir, join, list_dir,
                                          path_exists, read_text, record_id)
+from dsbs_jax.data.adapters.lines import DEFAULT_MAX_FIELD_BYTES, iter_json_lines
 from dsbs_jax.data.errors import DataError
 from dsbs_jax.data.specs import DatasetSpec, get_spec
 
@@ -37,27 +38,9 @@ def release_files(src: str, dataset: str, split: str) -> tuple[str, list[str]]:
     return inputs, outputs
 
 
-def read_json_lines(path: str) -> list[tuple[int, dict]]:
+def read_json_lines(path: str, max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES) -> list[tuple[int, dict]]:
     """(1-based line, object) for every line; raises `DataError` at the first bad line."""
-    lines = read_text(path).split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the newline that ends the last line
-    if not any(line.strip() for line in lines):
-        raise DataError(path, None, None, "file is empty; expected one JSON object per line")
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            raise DataError(path, number, None, "empty line; expected one JSON object per line (teacher outputs "
-                            "are matched to inputs by line, so blank lines are not skipped)")
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(path, number, None, f"not valid JSON ({error.msg} at column {error.colno}); "
-                            "the line may be truncated") from None
-        if not isinstance(record, dict):
-            raise DataError(path, number, None, f"expected a JSON object, found {type(record).__name__}")
-        records.append((number, record))
-    return records
+    return list(iter_json_lines(path, max_field_bytes))
 
 
 def read_teacher_outputs(files: list[str], per_file: int) -> list[str]:
@@ -84,7 +67,8 @@ def read_teacher_outputs(files: list[str], per_file: int) -> list[str]:
 
 
 def read_release(src: str, dataset: str, split: str, *, spec: Optional[DatasetSpec] = None,
-                 filter_labels: bool = False, limit: Optional[int] = None) -> Iterator[schema.Example]:
+                 filter_labels: bool = False, limit: Optional[int] = None,
+                 max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES) -> Iterator[schema.Example]:
     """Yields the split's examples with their parsed PaLM outputs.
 
     Args:
@@ -105,10 +89,11 @@ def read_release(src: str, dataset: str, split: str, *, spec: Optional[DatasetSp
     """
     spec = spec or get_spec(dataset)
     if spec.combines:
-        yield from _read_combined(src, spec, split, filter_labels=filter_labels, limit=limit)
+        yield from _read_combined(src, spec, split, filter_labels=filter_labels, limit=limit,
+                                  max_field_bytes=max_field_bytes)
         return
     inputs, output_files = release_files(src, dataset, split)
-    records = read_json_lines(inputs)
+    records = read_json_lines(inputs, max_field_bytes)
     outputs = read_teacher_outputs(output_files, spec.outputs_per_file) if output_files else None
     if outputs is not None and len(outputs) != len(records):
         raise DataError(output_files[-1], None, None,
@@ -127,7 +112,7 @@ def read_release(src: str, dataset: str, split: str, *, spec: Optional[DatasetSp
 
 
 def _read_combined(src: str, spec: DatasetSpec, split: str, *, filter_labels: bool,
-                   limit: Optional[int]) -> Iterator[schema.Example]:
+                   limit: Optional[int], max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES) -> Iterator[schema.Example]:
     """The examples of a dataset built from others (e.g. SVAMP + ASDiv train), in source order."""
     sources = spec.combines.get(split)
     if not sources:
@@ -135,7 +120,7 @@ def _read_combined(src: str, spec: DatasetSpec, split: str, *, filter_labels: bo
                         f"{dict(spec.combines)}", fix="pass --splits " + " ".join(spec.combines))
     count = 0
     for source in sources:
-        for example in read_release(src, source, split, filter_labels=filter_labels):
+        for example in read_release(src, source, split, filter_labels=filter_labels, max_field_bytes=max_field_bytes):
             if limit is not None and count >= limit:
                 return
             count += 1

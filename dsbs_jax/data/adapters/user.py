@@ -10,15 +10,14 @@ is given. A given rationale field fills `Example.rationales` (rationales from yo
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
+import json
 import string
 from typing import Any, Iterator, Mapping, Optional
 
 from dsbs_jax.data import parsers, schema, specs
-from dsbs_jax.data.adapters.base import IdChecker, path_exists, read_text, record_id
-from dsbs_jax.data.adapters.release import read_json_lines
+from dsbs_jax.data.adapters.base import IdChecker, join, path_exists, record_id
+from dsbs_jax.data.adapters.lines import DEFAULT_MAX_FIELD_BYTES, iter_csv_rows, iter_json_lines
 from dsbs_jax.data.errors import DataError, FieldError
 
 FORMATS = ("jsonl", "csv")
@@ -110,40 +109,82 @@ def user_spec(dataset: str, mapping: FieldMapping, parser: Optional[parsers.Teac
     if parser is None:
         kind = "label" if mapping.label_set else "free"
         parser = parsers.TeacherParser(("Q:",), "So the answer is", kind, mapping.label_set)
+    # No bundled few-shot prompt: the rationale job asks for --prompt_file.
     return specs.DatasetSpec(name=dataset, format_input=format_input, gold_label=gold_label, parser=parser,
-                             label_set=mapping.label_set, prompt_file=f"{dataset}.txt",
-                             stop_sequences=("\n\nQ:",), id_field=mapping.id_field)
+                             label_set=mapping.label_set, prompt_file="", stop_sequences=("\n\nQ:",),
+                             id_field=mapping.id_field)
 
 
-def _read_csv(path: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
-    with io.StringIO(read_text(path), newline="") as handle:
-        reader = csv.reader(handle)
-        try:
-            header = next(reader, None)
-            if not header or not any(h.strip() for h in header):
-                raise DataError(path, None, None, "file is empty; expected a header row naming the columns")
-            duplicated = sorted({h for h in header if header.count(h) > 1})
-            if duplicated:
-                raise DataError(path, 1, duplicated[0], f"column appears {header.count(duplicated[0])} times in "
-                                f"the header {header}", fix="rename the duplicated columns")
-            for name in required:
-                if name not in header:
-                    raise DataError(path, 1, name, f"column missing from the CSV header {header}",
-                                    fix="rename the column or change --template/--input_fields/--label_field/"
-                                        "--rationale_field/--id_field")
-            for row in reader:
-                if not row:
-                    continue  # csv writes nothing for blank lines between records
-                if len(row) != len(header):
-                    raise DataError(path, reader.line_num, None, f"expected {len(header)} columns "
-                                    f"({','.join(header)}), found {len(row)}", fix="quote fields that contain commas")
-                yield reader.line_num, dict(zip(header, row))
-        except csv.Error as error:
-            raise DataError(path, reader.line_num, None, f"malformed CSV: {error}") from None
+SPEC_FILE = specs.SPEC_FILE
+SPEC_VERSION = 1
+
+
+def spec_record(dataset: str, mapping: FieldMapping, parser: Optional[parsers.TeacherParser] = None) -> dict:
+    """What `dsbs import --format jsonl|csv` writes to `{dataset_dir}/dataset_spec.json`: enough to
+    rebuild the spec (template, label set, parser, metric) in any later command."""
+    spec = user_spec(dataset, mapping, parser)
+    p = spec.parser
+    return {
+        "spec_version": SPEC_VERSION, "name": dataset, "metric": spec.metric,
+        "mapping": {"template": mapping.template, "input_fields": list(mapping.input_fields),
+                    "label_field": mapping.label_field, "rationale_field": mapping.rationale_field,
+                    "id_field": mapping.id_field,
+                    "label_set": list(mapping.label_set) if mapping.label_set is not None else None},
+        "parser": {"kind": p.kind, "answer_marker": p.answer_marker, "cut_markers": list(p.cut_markers),
+                   "fallback_markers": list(p.fallback_markers),
+                   "label_set": list(p.label_set) if p.label_set is not None else None},
+        "stop_sequences": list(spec.stop_sequences),
+    }
+
+
+def spec_from_record(record: Mapping[str, Any], path: str = SPEC_FILE) -> specs.DatasetSpec:
+    """Inverse of `spec_record`; `DataError` naming the file for a damaged or newer record."""
+    try:
+        if record.get("spec_version", 0) > SPEC_VERSION:
+            raise DataError(path, None, "spec_version", f"{record['spec_version']} is newer than this code's "
+                            f"{SPEC_VERSION}", fix="upgrade dsbs-jax")
+        m, p = record["mapping"], record["parser"]
+        mapping = FieldMapping(template=m["template"], input_fields=tuple(m["input_fields"]),
+                               label_field=m["label_field"], rationale_field=m["rationale_field"],
+                               id_field=m["id_field"],
+                               label_set=tuple(m["label_set"]) if m["label_set"] is not None else None)
+        parser = parsers.TeacherParser(tuple(p["cut_markers"]), p["answer_marker"], p["kind"],
+                                       tuple(p["label_set"]) if p["label_set"] is not None else None,
+                                       fallback_markers=tuple(p["fallback_markers"]))
+        spec = user_spec(record["name"], mapping, parser)
+    except (KeyError, TypeError, ValueError) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(path, None, None, f"damaged dataset spec ({type(error).__name__}: {error})",
+                        fix="re-run `dsbs import` for this dataset") from None
+    return dataclasses.replace(spec, metric=record.get("metric", spec.metric),
+                               stop_sequences=tuple(record.get("stop_sequences", spec.stop_sequences)))
+
+
+def write_spec_file(dataset_dir: str, record: Mapping[str, Any]) -> None:
+    """Writes the spec record next to the manifest."""
+    from dsbs_jax.data import fs
+
+    fs.makedirs(dataset_dir)
+    with fs.GFile(join(dataset_dir, SPEC_FILE), "w") as f:
+        f.write(json.dumps(dict(record), indent=1, sort_keys=True))
+
+
+def read_spec_file(path: str) -> specs.DatasetSpec:
+    from dsbs_jax.data import fs
+
+    with fs.GFile(path, "r") as f:
+        text = f.read()
+    try:
+        record = json.loads(text)
+    except ValueError as error:
+        raise DataError(path, None, None, f"not valid JSON ({error})", fix="re-run `dsbs import`") from None
+    return spec_from_record(record, path)
 
 
 def read_user(path: str, dataset: str, split: str, mapping: FieldMapping, *, fmt: Optional[str] = None,
-              spec: Optional[specs.DatasetSpec] = None) -> Iterator[schema.Example]:
+              spec: Optional[specs.DatasetSpec] = None,
+              max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES) -> Iterator[schema.Example]:
     """Yields Examples from a user's JSONL or CSV file.
 
     Args:
@@ -151,6 +192,7 @@ def read_user(path: str, dataset: str, split: str, mapping: FieldMapping, *, fmt
       dataset, split: names written into the examples.
       mapping: the field mapping.
       spec: defaults to `user_spec(dataset, mapping)`.
+      max_field_bytes: the largest field allowed (`--max_field_bytes`); lines are streamed.
 
     Raises:
       DataError: with the file, line and field of the first bad record.
@@ -164,7 +206,8 @@ def read_user(path: str, dataset: str, split: str, mapping: FieldMapping, *, fmt
         required = tuple(f for f in (mapping.label_field, mapping.rationale_field, mapping.id_field) if f)
     if not path_exists(path):
         raise DataError(path, None, None, "file not found", fix="check --src")
-    rows = _read_csv(path, required) if fmt == "csv" else read_json_lines(path)
+    rows = (iter_csv_rows(path, required, max_field_bytes) if fmt == "csv"
+            else iter_json_lines(path, max_field_bytes))
     ids = IdChecker(path, mapping.id_field)
     for line, raw in rows:
         example_id = record_id(raw, mapping.id_field, f"{dataset}-{split}-{line}", path, line)

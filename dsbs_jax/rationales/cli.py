@@ -44,14 +44,18 @@ def _job_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _merge_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dsbs rationales merge")
+    for flag in ("--out", "--dataset", "--split"):
+        p.add_argument(flag, required=True)
+    p.add_argument("--num_shards", type=int, required=True)
+    return p
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["merge"]:
-        p = argparse.ArgumentParser(prog="dsbs rationales merge")
-        for flag in ("--out", "--dataset", "--split"):
-            p.add_argument(flag, required=True)
-        p.add_argument("--num_shards", type=int, required=True)
-        a = p.parse_args(argv[1:])
+        a = _merge_parser().parse_args(argv[1:])
         manifest = merge(a.out, a.dataset, a.split, a.num_shards)
         print(json.dumps(manifest["splits"][a.split], indent=1, sort_keys=True))
         return 0

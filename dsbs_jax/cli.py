@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "train": ("dsbs_jax.train.cli:train_main", "train a student with the embedded trainer (T5X gin surface)"),
     "eval": ("dsbs_jax.train.cli:eval_main", "evaluate a checkpoint on SeqIO label tasks"),
     "predict": ("dsbs_jax.train.predict:main", "labels (and rationales) for a JSONL file from a checkpoint"),
+    "export": ("dsbs_jax.models.export:main", "a checkpoint as T5X (t5x.eval/infer) or Hugging Face (safetensors)"),
     "demo": ("dsbs_jax.experiments.demo:main", "the whole method end to end on a generated dataset (CPU)"),
     "sweep": ("dsbs_jax.experiments.sweep:main", "the paper's comparisons: methods x fractions x seeds x sizes"),
 }

@@ -24,8 +24,11 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import gin
 
-GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / "gin"
-_INSTALLED_GIN_DIR = pathlib.Path(__file__).resolve().parent / "gin"  # if shipped as package data
+_INSTALLED_GIN_DIR = pathlib.Path(__file__).resolve().parent / "gin"  # a wheel's copy (setup.py build_py)
+_CHECKOUT = pathlib.Path(__file__).resolve().parents[1]
+# The checkout's gin/ (editable installs, tests), else the wheel's: next to site-packages there is
+# only gin-config's own `gin` package, which must not be searched.
+GIN_DIR = _CHECKOUT / "gin" if (_CHECKOUT / "setup.py").is_file() else _INSTALLED_GIN_DIR
 
 
 class GinConfigError(ValueError):

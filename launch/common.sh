@@ -44,7 +44,8 @@ bool_flag() {
 
 usage() {
   # The script's header comment (after the shebang, up to the first non-comment line).
-  sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"
+  # Lint directives (lines starting "# shellcheck") belong to the code, not to the help text.
+  sed -n '2,/^[^#]/{/^# shellcheck /d;/^#/s/^# \{0,1\}//p}' "$0"
   printf '\nFlags:\n'
   local name
   for name in "${_FLAGS[@]}"; do

@@ -9,7 +9,8 @@ directory written by `dsbs import` or `dsbs rationales`), every task that a meth
 `dsbs_jax/methods.py` trains or is scored on (`tasks/registry.py`): `{D}_standard_{gold,llm}`,
 `{D}_paired_{gold,llm}`, `{D}_label_gold`, `{D}_rationale`, the mixture `{D}_dsbs_gold` and
 `{D}_single_gold`, with `_frac{f}` suffixes for the data fractions. The vocabulary is
-`$DSBS_SPM_PATH` or T5's public one.
+`$DSBS_SPM_PATH`, else the dataset's own (`dsbs import --train_vocab N`, recorded in its manifest),
+else T5's public one.
 
 Per-dataset options live in an optional `tasks.json` beside the manifest, e.g. for the e-SNLI
 release, which has no train file:
@@ -31,7 +32,7 @@ from typing import Optional
 
 from tasks.registry import (DEFAULT_FRACTIONS, LABEL_SOURCES, TASK_VERSION, TaskOptions, fraction_suffix,  # noqa: F401
                             register_dataset_tasks, remove_dataset_tasks, task_name)
-from tasks.vocab import get_vocabulary
+from tasks.vocab import SPM_PATH_ENV, get_vocabulary
 
 DATA_ROOT_ENV = "DSBS_DATA_ROOT"
 OPTIONS_FILE = "tasks.json"
@@ -46,7 +47,7 @@ def register_data_root(root: str, vocabulary=None) -> list[str]:
     if not tf.io.gfile.isdir(root):
         raise FileNotFoundError(f"{DATA_ROOT_ENV} entry {root!r} is not a directory; point it at the --out "
                                 "directory of `dsbs import` / `dsbs rationales`.")
-    vocabulary = vocabulary or get_vocabulary()
+    shared = vocabulary or (get_vocabulary() if os.environ.get(SPM_PATH_ENV) else None)
     names: list[str] = []
     for entry in sorted(tf.io.gfile.listdir(root)):
         dataset = entry.rstrip("/")
@@ -55,6 +56,9 @@ def register_data_root(root: str, vocabulary=None) -> list[str]:
             continue
         settings = _read_options(dataset_dir)
         manifest = tfrecords.read_manifest(dataset_dir)
+        # The argument, else $DSBS_SPM_PATH, else the model `dsbs import --train_vocab` recorded, else T5's.
+        recorded = manifest.get("vocabulary", {}).get("path")
+        vocabulary = shared or get_vocabulary(os.path.join(dataset_dir, recorded) if recorded else None)
         with_rationales = any(split.get("num_with_rationale", 0) > 0 for split in manifest.get("splits", {}).values())
         names += register_dataset_tasks(
             dataset, dataset_dir, vocabulary=vocabulary,

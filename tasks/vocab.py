@@ -1,25 +1,61 @@
-"""The SentencePiece vocabulary the tasks tokenize with."""
+"""The SentencePiece vocabulary the tasks tokenize with.
+
+Configured by arguments and `$DSBS_SPM_PATH` only, never by gin: T5X parses its gin flags after
+importing `MIXTURE_OR_TASK_MODULE`, and refuses task modules that register gin configurables
+("Your Task/Mixture module contains gin configurables that must be loaded before gin flag
+parsing"), so nothing in `tasks` may be `@gin.configurable`.
+"""
 from __future__ import annotations
 
 import os
 from typing import Optional
 
-import gin
 import seqio
 
 from dsbs_jax.data.vocab import DEFAULT_EXTRA_IDS, DEFAULT_SPM_PATH
+from dsbs_jax.train.input_pipeline import DataError
 
 SPM_PATH_ENV = "DSBS_SPM_PATH"
 
 
-@gin.configurable
+class VocabularyError(DataError):
+    """The SentencePiece model cannot be read; the message names `$DSBS_SPM_PATH` and the fix.
+
+    A `DataError` (a ValueError), so `dsbs train/eval` print it as one line and exit 2.
+    """
+
+
+def _explain(path: str, error: Exception) -> str:
+    reason = " ".join(str(error).split())[:300]
+    if path == DEFAULT_SPM_PATH:
+        return (f"The default vocabulary {path} (T5's, on Google Cloud Storage) cannot be read here "
+                f"({type(error).__name__}: {reason}). Off GCP, set {SPM_PATH_ENV} to a local SentencePiece "
+                f"model, e.g. the one `dsbs import ... --train_vocab 32000` writes and records in the dataset's "
+                "manifest.json (vocabulary.path).")
+    return (f"The vocabulary {path} cannot be read ({type(error).__name__}: {reason}). Point {SPM_PATH_ENV} "
+            "(or spm_path) at a readable SentencePiece .model file.")
+
+
+class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
+    """seqio's vocabulary (equal to it for T5X's model/task check) with a one-line error on a bad path."""
+
+    def _model_context(self):
+        try:
+            return super()._model_context()
+        except VocabularyError:
+            raise
+        except Exception as e:  # noqa: BLE001 - tf.errors.*, OSError: all mean "cannot read the file"
+            raise VocabularyError(_explain(self.sentencepiece_model_file, e)) from None
+
+
 def get_vocabulary(spm_path: Optional[str] = None, extra_ids: Optional[int] = None) -> seqio.SentencePieceVocabulary:
     """`spm_path`, else `$DSBS_SPM_PATH`, else T5's public `cc_all.32000` model (on GCS).
 
     T5's model gets T5's 100 extra ids (T5X's vocabulary of 32100, embedded as 32128); a
-    locally trained model gets none unless `extra_ids` says so.
+    locally trained model gets none unless `extra_ids` says so. The file is read on first use;
+    an unreadable one raises `VocabularyError` naming `$DSBS_SPM_PATH`.
     """
     path = spm_path or os.environ.get(SPM_PATH_ENV) or DEFAULT_SPM_PATH
     if extra_ids is None:
         extra_ids = DEFAULT_EXTRA_IDS if path == DEFAULT_SPM_PATH else 0
-    return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+    return SentencePieceVocabulary(path, extra_ids=extra_ids)

@@ -481,3 +481,25 @@ def test_t5x_experiments_parse_with_real_t5x(tiny_data_root):
         parsed = dict(json.loads(line) for line in result.stdout.splitlines() if line.startswith("["))
         failed = {k: v for k, v in parsed.items() if v != "PARSED"}
         assert not failed and set(parsed) == set(jobs), failed or sorted(set(jobs) - set(parsed))
+
+
+def t5x_command_errors(entry: str, gin_files: list, flag_macros: set) -> list:
+    """What T5X would reject in `python -m {entry} --gin_file=F... --gin.M=...` (static check).
+
+    Every gin file must resolve from the repo root (T5X's default search path `.`), and after all
+    includes every REQUIRED macro must be set by a file or by one of `flag_macros`; our
+    configurables must exist. Used by tests/test_launch.py on the commands the scripts generate.
+    """
+    paths = [REPO / f for f in gin_files]
+    errors = [f"python -m {entry}: --gin_file={f} does not exist" for f, p in zip(gin_files, paths) if not p.is_file()]
+    if errors:
+        return errors
+    state = gin_state(*paths)
+    left = {m for m, v in state.macros.items() if v is REQUIRED} - set(flag_macros)
+    if left:
+        errors.append(f"python -m {entry} {' '.join(gin_files)}: REQUIRED macros left unset: {sorted(left)}")
+    if "MODEL" not in state.macros:
+        errors.append(f"python -m {entry} {' '.join(gin_files)}: no model gin included (MODEL undefined)")
+    for path in paths:
+        errors += our_configurable_errors(path)
+    return errors

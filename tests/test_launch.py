@@ -14,6 +14,7 @@ LAUNCH = REPO / "launch"
 SCRIPTS = sorted(p for p in LAUNCH.glob("*.sh") if p.name != "common.sh")
 TPU = ["--name", "dsbs-test", "--zone", "us-central2-b", "--project", "proj-123"]
 DATA = "gs://bucket-x/dsbs/data"
+SRC = "gs://bucket-x/dsbs/inputs/cqa"
 
 
 def launch(script: str, *args: str, path: str | None = None) -> subprocess.CompletedProcess:
@@ -69,27 +70,54 @@ def test_setup_installs_on_all_workers():
     install = commands[-1]
     assert install.startswith("gcloud compute tpus tpu-vm ssh dsbs-test --zone us-central2-b --project proj-123 "
                               "--worker=all --command ")
-    for part in ("pip install -q -e", ".[tpu]", "t5x @ git+https://github.com/google-research/t5x@main",
-                 "jestimator @ git+", "airio @ git+", "--no-deps", "import jax, t5x.train"):
+    for part in ("pip install -q -e", ".[tpu,t5x]", "pip install -q --no-deps -r requirements-t5x.txt",
+                 "import jax, t5x.train"):
         assert part in install, part
+    assert "@main" not in install and "t5x @" not in install  # the pins come from requirements-t5x.txt
     cloned = dry("setup_tpu.sh", *TPU, "--repo_url", "https://example.org/dsbs.git", "--t5x_ref", "abc123")
     assert "git clone https://example.org/dsbs.git dsbs-jax" in cloned[0] and "--worker=all" in cloned[0]
-    assert "t5x@abc123" in cloned[-1]
+    assert "t5x @ git+https://github.com/google-research/t5x@abc123" in cloned[-1]
+
+
+def test_t5x_pins_are_verified_commits_in_one_place():
+    """requirements-t5x.txt pins T5X cc342d4 and the airio/jestimator commits of docs/tpu.md."""
+    lines = [line for line in (REPO / "requirements-t5x.txt").read_text().splitlines()
+             if line and not line.startswith("#")]
+    pins = dict(re.fullmatch(r"(\w+) @ git\+https://github\.com/[\w-]+/\w+@([0-9a-f]{40})", line).groups()
+                for line in lines)
+    assert set(pins) == {"t5x", "airio", "jestimator"}
+    assert pins["t5x"].startswith("cc342d4")
+    doc = (REPO / "docs" / "tpu.md").read_text()
+    for name, commit in pins.items():
+        assert commit[:7] in doc, f"docs/tpu.md does not name the verified {name} commit {commit[:7]}"
+    # The `t5x` extra adds what the three import beyond the core pins, and never an unpinned git URL.
+    setup = (REPO / "setup.py").read_text()
+    extra = re.search(r'"t5x": \[(.*?)\]', setup, re.S).group(1)
+    assert "grain==0.2.12" in extra and "git+" not in extra
+
+
+def test_help_shows_no_shellcheck_directives():
+    for script in SCRIPTS:
+        result = launch(script.name, "--help")
+        assert "shellcheck" not in result.stdout, f"{script.name} --help prints a shellcheck directive"
 
 
 @pytest.mark.parametrize("num_hosts", [1, 4])
 def test_rationales_one_shard_per_host_then_merge(num_hosts):
     commands = dry("rationales_tpu.sh", *TPU, "--num_hosts", str(num_hosts), "--dataset", "cqa",
-                   "--data_root", DATA, "--", "--backend", "openai", "--model", "my teacher")
-    shards, merge = commands[:-1], commands[-1]
-    assert len(shards) == num_hosts
+                   "--src", SRC, "--out", DATA, "--", "--teacher", "openai", "--model", "my teacher")
+    shards = commands[:num_hosts]
+    assert len(commands) == num_hosts + (num_hosts > 1)  # one host merges by itself
     for host, command in enumerate(shards):
         assert f"--worker={host} " in command
         assert f"--num_shards {num_hosts} --shard_index {host} " in command
         assert f"export DSBS_DATA_ROOT={DATA}" in command
-        assert "dsbs rationales --dataset cqa --split train" in command
-        assert "--backend openai --model '\\''my teacher'\\''" in command  # quoted through ssh
-    assert "--worker=0 " in merge and "--merge" in merge and "--shard_index" not in merge
+        assert f"dsbs rationales --dataset cqa --split train --src {SRC} --out {DATA}" in command
+        assert "--teacher openai --model '\\''my teacher'\\''" in command  # quoted through ssh
+    if num_hosts > 1:
+        merge = commands[-1]
+        assert "--worker=0 " in merge and "--shard_index" not in merge
+        assert f"dsbs rationales merge --out {DATA} --dataset cqa --split train --num_shards {num_hosts}" in merge
 
 
 def test_train_t5x_runs_on_all_workers_with_timestamped_gs_dir():
@@ -158,7 +186,7 @@ def test_gpu_single_and_multi_host():
 @pytest.mark.parametrize("script,args,expected", [
     ("create_tpu.sh", ["--name", "x", "--zone", "z"], ["--project", "--accelerator_type"]),
     ("train_t5x.sh", [*TPU, "--experiment", "cqa_dsbs_gold_base"], ["--data_root", "--model_dir"]),
-    ("rationales_tpu.sh", TPU, ["--num_hosts", "--dataset", "--data_root"]),
+    ("rationales_tpu.sh", TPU, ["--num_hosts", "--dataset", "--src", "--out"]),
     ("train_gpu.sh", ["--trainer", "t5x"], ["--gin_file", "--data_root", "--model_dir"]),
     ("delete_tpu.sh", [], ["--name", "--zone", "--project"]),
 ])
@@ -178,7 +206,8 @@ def test_missing_flags_fail_fast_naming_them(script, args, expected):
     ("create_tpu.sh", [*TPU, "--accelerator_type", "tpu9-8"], "pass --runtime_version"),
     ("create_tpu.sh", [*TPU, "--accelerator_type", "v4-8", "--zonee", "x"], "unknown flag --zonee"),
     ("create_tpu.sh", [*TPU, "--accelerator_type", "v4-8", "--spot", "--preemptible"], "exclusive"),
-    ("rationales_tpu.sh", [*TPU, "--num_hosts", "two", "--dataset", "cqa", "--data_root", DATA], "positive integer"),
+    ("rationales_tpu.sh", [*TPU, "--num_hosts", "two", "--dataset", "cqa", "--src", SRC, "--out", DATA],
+     "positive integer"),
     ("train_gpu.sh", ["--trainer", "t5x", "--gin_file", "gin/t5x/finetune.gin", "--data_root", "/d",
                       "--model_dir", "/m", "--num_processes", "2", "--coordinator_address", "h:1"], "--run_id is required"),
     ("train_gpu.sh", ["--trainer", "t5x", "--gin_file", "gin/t5x/finetune.gin", "--data_root", "/d",
@@ -220,3 +249,136 @@ def test_dry_run_after_double_dash_is_refused():
     result = launch("train_t5x.sh", *TPU, "--experiment", "cqa_dsbs_gold_base", "--data_root", DATA,
                     "--model_dir", "gs://b/r", "--", "--dry_run")
     assert result.returncode != 0 and "put it before '--'" in result.stderr and result.stdout == ""
+
+
+# --------------------------------------------------------------------------------------------
+# Every command the scripts generate, parsed by the real CLIs
+# --------------------------------------------------------------------------------------------
+
+RUN_DIR = "gs://bucket-x/dsbs/runs/cqa_dsbs_gold_base/20260101_000000"
+# One --dry_run per script and mode; together they print every command the scripts can generate.
+DRY_RUNS = [
+    ("create_tpu.sh", [*TPU, "--accelerator_type", "v4-8", "--spot", "--queued"]),
+    ("setup_tpu.sh", TPU),
+    ("setup_tpu.sh", [*TPU, "--repo_url", "https://example.org/dsbs.git"]),
+    ("rationales_tpu.sh", [*TPU, "--num_hosts", "1", "--dataset", "cqa", "--src", SRC, "--out", DATA, "--",
+                           "--teacher", "jax", "--jax_checkpoint", "gs://bucket-x/teacher"]),
+    ("rationales_tpu.sh", [*TPU, "--num_hosts", "4", "--dataset", "cqa", "--src", SRC, "--out", DATA, "--",
+                           "--teacher", "openai", "--base_url", "http://10.0.0.5:8000", "--model", "m"]),
+    ("train_t5x.sh", [*TPU, "--experiment", "cqa_dsbs_gold_base", "--data_root", DATA, "--model_dir", "gs://b/r"]),
+    ("eval_t5x.sh", [*TPU, "--eval_config", "cqa_eval_base", "--data_root", DATA, "--model_dir", RUN_DIR]),
+    ("eval_t5x.sh", [*TPU, "--eval_config", "cqa_eval_base", "--data_root", DATA, "--model_dir", RUN_DIR,
+                     "--checkpoint_step", "1010000"]),
+    ("resume_t5x.sh", [*TPU, "--accelerator_type", "v4-8", "--queued", "--spot", "--experiment",
+                       "cqa_dsbs_gold_base", "--data_root", DATA, "--model_dir", RUN_DIR, "--recreate"]),
+    ("delete_tpu.sh", [*TPU, "--queued"]),
+    ("train_gpu.sh", ["--trainer", "dsbs", "--gin_file", "gin/experiments/cqa_dsbs_gold_base.gin",
+                      "--data_root", "/data", "--model_dir", "/ckpt", "--num_processes", "2", "--process_id", "1",
+                      "--coordinator_address", "10.0.0.2:1234", "--run_id", "r1"]),
+    ("train_gpu.sh", ["--trainer", "t5x", "--gin_file", "gin/t5x/experiments/cqa_dsbs_gold_base.gin",
+                      "--data_root", "/data", "--model_dir", "/ckpt", "--num_processes", "2", "--process_id", "0",
+                      "--coordinator_address", "10.0.0.2:1234", "--run_id", "r1"]),
+]
+# Flags of T5X's entry points at git cc342d4 (t5x/train.py, t5x/eval.py `flags.DEFINE_*`), plus
+# absl's logging flag; `--gin.NAME=VALUE` is T5X's shorthand for a binding.
+T5X_FLAGS = {
+    "t5x.train": {"gin_file", "gin_bindings", "gin_search_paths", "tfds_data_dir", "seqio_additional_cache_dirs",
+                  "multiprocess_gpu", "coordinator_address", "process_count", "process_index",
+                  "initialization_timeout", "alsologtostderr"},
+    "t5x.eval": {"gin_file", "gin_bindings", "gin_search_paths", "tfds_data_dir", "alsologtostderr"},
+}
+
+
+def statements(line: str) -> list[list[str]]:
+    """The commands in one printed line: itself, and the `;`/`&&`/`||`-separated parts of an ssh --command."""
+    import shlex
+
+    argv = shlex.split(line)
+    out = [argv]
+    if "--command" in argv:
+        lexer = shlex.shlex(argv[argv.index("--command") + 1], posix=True, punctuation_chars=";&|()")
+        lexer.whitespace_split = True
+        current: list[str] = []
+        for token in lexer:
+            if set(token) <= set(";&|()"):
+                out.append(current)
+                current = []
+            else:
+                current.append(token)
+        out.append(current)
+    commands = []
+    for command in out:
+        while command and (command[0] == "env" or re.fullmatch(r"[A-Z_]+=.*", command[0])):
+            command = command[1:]  # `env VAR=... cmd`
+        if command:
+            commands.append(command)
+    return commands
+
+
+def _dsbs_errors(args: list[str]) -> list[str]:
+    """Parses `dsbs ARGS` with the parser its subcommand really uses."""
+    from dsbs_jax import cli, gin_utils
+    from dsbs_jax.data import import_cli
+    from dsbs_jax.rationales import cli as rationales_cli
+
+    name, rest = args[0], args[1:]
+    if name not in cli.SUBCOMMANDS:
+        return [f"dsbs {name}: no such subcommand"]
+    if name in ("train", "eval"):
+        flags = gin_utils.parse_flags(rest)
+        errors = [f"dsbs {name}: unknown flags {list(flags.rest)}"] if flags.rest else []
+        errors += [f"dsbs {name}: --gin_file={f} does not resolve" for f in flags.files
+                   if not (REPO / f).is_file() and not (gin_utils.GIN_DIR / f).is_file()]
+        return errors
+    parser = {"import": import_cli._parser, "rationales": rationales_cli._job_parser}.get(name)
+    if name == "rationales" and rest[:1] == ["merge"]:
+        parser, rest = rationales_cli._merge_parser, rest[1:]
+    if parser is None:
+        return [f"dsbs {name}: this test does not know its parser; add it"]
+    import contextlib
+    import io
+
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            parser().parse_args(rest)
+    except SystemExit:
+        return [f"dsbs {' '.join(args)}: {stderr.getvalue().strip().splitlines()[-1]}"]
+    return []
+
+
+def _t5x_errors(entry: str, args: list[str]) -> list[str]:
+    import test_gin_t5x
+
+    errors, gin_files, flag_macros = [], [], set()
+    for arg in args:
+        name, _, value = arg.lstrip("-").partition("=")
+        if name == "gin_file":
+            gin_files.append(value)
+        elif name.startswith("gin."):
+            if re.fullmatch(r"[A-Z0-9_]+", name[4:]):
+                flag_macros.add(name[4:])
+        elif name not in T5X_FLAGS[entry]:
+            errors.append(f"python -m {entry}: unknown flag {arg}")
+    if not gin_files:
+        errors.append(f"python -m {entry}: no --gin_file")
+    return errors + test_gin_t5x.t5x_command_errors(entry, gin_files, flag_macros)
+
+
+@pytest.mark.parametrize("script,args", DRY_RUNS, ids=[f"{s}-{i}" for i, (s, _) in enumerate(DRY_RUNS)])
+def test_generated_commands_parse_with_the_real_clis(script, args, monkeypatch):
+    checked, errors = 0, []
+    for line in dry(script, *args):
+        for command in statements(line):
+            if command[0] == "dsbs":
+                errors += _dsbs_errors(command[1:])
+            elif command[:3] == ["python", "-m", "dsbs_jax.cli"]:
+                errors += _dsbs_errors(command[3:])
+            elif command[:2] == ["python", "-m"] and command[2].startswith("t5x."):
+                errors += _t5x_errors(command[2], command[3:])
+            else:
+                continue
+            checked += 1
+    assert not errors, "\n".join(errors)
+    if script in ("rationales_tpu.sh", "train_t5x.sh", "eval_t5x.sh", "resume_t5x.sh", "train_gpu.sh"):
+        assert checked, f"{script}: no dsbs/t5x command found in its --dry_run output"

@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="share of train written as the 'valid' split when the data has none (default: the "
                         "dataset's, 0.1 for cqa/svamp/asdiv as in the paper; 0 disables)")
     p.add_argument("--tfds_name", help="TFDS name when not the default for --dataset (e.g. a dataset you built)")
+    p.add_argument("--train_vocab", type=_positive_int, metavar="N",
+                   help="also train an N-piece SentencePiece model on the train split, saved as "
+                        "{out}/{dataset}/vocab/spm_N.model and used by `import tasks` (offline: no gs:// vocabulary)")
     g = p.add_argument_group("user data (jsonl/csv)")
     g.add_argument("--template",
                    help="Python format template over record fields, e.g. '{question}\\nContext: {context}'")
@@ -241,7 +244,19 @@ def run(args: argparse.Namespace) -> dict:
                 tfrecords.write_split(staging, split, examples, num_shards=args.num_shards, manifest_extra=extra)
         if spec_record is not None:
             adapters.user.write_spec_file(staging if replace else dataset_dir, spec_record)
-        return tfrecords.publish_staged(staging, dataset_dir, replace=replace)
+        if not args.train_vocab:
+            return tfrecords.publish_staged(staging, dataset_dir, replace=replace)
+        # Trained before publishing, so a failure leaves --out as it was.
+        import tempfile
+
+        from dsbs_jax.data import vocab
+
+        vocab_splits = ["train"] if "train" in splits else splits[:1]
+        with tempfile.TemporaryDirectory() as tmp:
+            model = vocab.train_dataset_vocabulary(staging, args.train_vocab, tmp, vocab_splits)
+            tfrecords.publish_staged(staging, dataset_dir, replace=replace)
+            vocab.install_dataset_vocabulary(dataset_dir, model, args.train_vocab, vocab_splits)
+        return tfrecords.read_manifest(dataset_dir)
     finally:
         tfrecords.remove_dir(staging)
 

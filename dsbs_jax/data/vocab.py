@@ -57,3 +57,50 @@ def encode_text(vocabulary, text: str) -> list[int]:
             ids.append(int(vocabulary.eos_id))
         ids.extend(int(i) for i in vocabulary.encode(piece))
     return ids
+
+
+VOCAB_DIR = "vocab"  # {data_root}/{dataset}/vocab/spm_{N}.model, recorded as manifest["vocabulary"]
+# The task prefixes of tasks/registry.py: pieces of their own in a dataset's vocabulary.
+_PREFIX_TEXT = "predict: explain: "
+
+
+def train_dataset_vocabulary(dataset_dir: str, vocab_size: int, work_dir: str,
+                             splits: Iterable[str] = ("train",)) -> str:
+    """Trains a SentencePiece model on the text of `splits` of a TFRecord dataset directory.
+
+    Inputs, gold and teacher labels and rationales of the training split only (the test split
+    must not shape the vocabulary). Returns the local `.model` path under `work_dir`.
+    """
+    from dsbs_jax.data import tfrecords
+
+    texts = [_PREFIX_TEXT] * 10
+    for split in splits:
+        for e in tfrecords.read_split(dataset_dir, split):
+            texts += [e.input, e.label or "", e.teacher_label or "", *e.rationales]
+    if len(texts) == 10:
+        raise ValueError(f"{dataset_dir}: splits {list(splits)} hold no examples to train a vocabulary on.")
+    return train_sentencepiece(texts, os.path.join(work_dir, f"spm_{vocab_size}"), vocab_size=vocab_size)
+
+
+def install_dataset_vocabulary(dataset_dir: str, model_path: str, requested_size: int,
+                               splits: Iterable[str] = ("train",)) -> dict:
+    """Copies `model_path` to `{dataset_dir}/vocab/` and records it in the manifest; returns the record.
+
+    `import tasks` tokenizes this dataset with it unless `$DSBS_SPM_PATH` names another model.
+    """
+    import sentencepiece as spm
+    import tensorflow as tf
+
+    from dsbs_jax.data import tfrecords
+
+    name = os.path.basename(model_path)
+    tf.io.gfile.makedirs(f"{dataset_dir.rstrip('/')}/{VOCAB_DIR}")
+    tf.io.gfile.copy(model_path, f"{dataset_dir.rstrip('/')}/{VOCAB_DIR}/{name}", overwrite=True)
+    pieces = spm.SentencePieceProcessor(model_file=model_path).get_piece_size()
+    record = {"path": f"{VOCAB_DIR}/{name}", "vocab_size": pieces, "requested_vocab_size": requested_size,
+              "trained_on": sorted(splits), "extra_ids": 0}
+    manifest_path = f"{dataset_dir.rstrip('/')}/{tfrecords.MANIFEST}"
+    manifest = tfrecords.read_manifest(dataset_dir)
+    manifest["vocabulary"] = record
+    tfrecords._write_manifest(manifest_path, manifest)  # same package: the atomic manifest write
+    return record

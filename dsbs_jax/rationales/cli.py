@@ -64,6 +64,15 @@ def _exit_code(error: BaseException) -> int:
     return flags.USAGE_EXIT if isinstance(error, (ValueError, KeyError, OSError)) else 1
 
 
+def _merge_parser() -> argparse.ArgumentParser:
+    p = flags.OneLineParser(prog=f"{PROG} merge")
+    for flag in ("--out", "--dataset", "--split"):
+        p.add_argument(flag, required=True)
+    p.add_argument("--num_shards", type=_int(1), required=True)
+    p.add_argument("--verbose", action="store_true", help="print the traceback of an error")
+    return p
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv
@@ -79,12 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _main(argv: list[str]) -> int:
     if argv[:1] == ["merge"]:
-        p = flags.OneLineParser(prog=f"{PROG} merge")
-        for flag in ("--out", "--dataset", "--split"):
-            p.add_argument(flag, required=True)
-        p.add_argument("--num_shards", type=_int(1), required=True)
-        p.add_argument("--verbose", action="store_true", help="print the traceback of an error")
-        a = p.parse_args(argv[1:])
+        a = _merge_parser().parse_args(argv[1:])
         manifest = merge(a.out, a.dataset, a.split, a.num_shards)
         print(json.dumps(manifest["splits"][a.split], indent=1, sort_keys=True))
         return 0

@@ -10,6 +10,7 @@ dataset, unreadable checkpoint); the final metrics are printed as JSON on stdout
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -19,6 +20,7 @@ from dsbs_jax import gin_utils
 
 _USAGE = """usage: dsbs {cmd} --gin_file=FILE [--gin_file=FILE ...] [--gin.KEY=VALUE ...]
                  [--gin_bindings='KEY = VALUE'] [--gin_search_path=DIR]
+                 [--coordinator_address=HOST:PORT --process_count=N --process_index=I]   (train, multi-host)
 
 Gin files are looked up in ., --gin_search_path and the repository's gin/ directory
 (models/*.gin, runs/{{finetune,eval}}.gin, experiments/*.gin). Values that are not Python literals
@@ -36,6 +38,16 @@ def _run(cmd: str, argv: Optional[Sequence[str]], job: Callable[[gin_utils.GinAr
 
     try:
         args = gin_utils.parse_flags(argv)
+        if cmd == "train":  # multi-host flags (T5X's names); initialize before gin touches JAX
+            from dsbs_jax.train import distributed
+
+            try:
+                multihost, rest = distributed.pop_flags(args.rest)
+                settings = distributed.detect(**multihost)
+            except ValueError as e:
+                raise gin_utils.GinConfigError(str(e)) from None
+            args = dataclasses.replace(args, rest=tuple(rest))
+            distributed.maybe_initialize(settings)
         if args.rest:
             raise gin_utils.GinConfigError(f"Unknown flags {list(args.rest)}.\n" + _USAGE.format(cmd=cmd))
         gin_utils.parse(args)

@@ -37,8 +37,6 @@ from dsbs_jax.train.losses import LossConfig
 
 log = logging.getLogger(__name__)
 
-_MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")
-
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
@@ -208,12 +206,10 @@ def _check_types(config: TrainConfig) -> None:
 
 
 def maybe_initialize_distributed() -> None:
-    """`jax.distributed.initialize()` when a multi-host launcher's environment is present."""
-    multi = any(os.environ.get(k) for k in _MULTIHOST_ENV)
-    multi |= int(os.environ.get("JAX_NUM_PROCESSES", os.environ.get("SLURM_NTASKS", "1")) or 1) > 1
-    multi |= "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    if multi and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
+    """`jax.distributed.initialize(...)` for a multi-host run (flags/env, SLURM, Open MPI, Cloud TPU)."""
+    from dsbs_jax.train import distributed
+
+    distributed.maybe_initialize()
 
 
 class _MetricsLog:

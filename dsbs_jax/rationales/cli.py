@@ -41,6 +41,9 @@ def _job_parser() -> argparse.ArgumentParser:
     p.add_argument("--spm_path", help="SentencePiece model for --teacher jax")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--runner", help="run as an Apache Beam pipeline on this runner (DirectRunner, DataflowRunner, "
+                                    "FlinkRunner, SparkRunner); flags this parser does not know go to Beam "
+                                    "(docs/rationales.md). Default: one process")
     return p
 
 
@@ -55,7 +58,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         manifest = merge(a.out, a.dataset, a.split, a.num_shards)
         print(json.dumps(manifest["splits"][a.split], indent=1, sort_keys=True))
         return 0
-    a = _job_parser().parse_args(argv)
+    parser = _job_parser()
+    a, beam_args = parser.parse_known_args(argv)
+    if beam_args and not a.runner:
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam pipeline options need --runner)")
     try:
         config = JobConfig(
             dataset=a.dataset, split=a.split, out=a.out, src=a.src, src_format=a.src_format, teacher=a.teacher,
@@ -68,6 +74,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as error:
         print(f"dsbs rationales: {error}", file=sys.stderr)
         return 2
+    if a.runner:
+        from dsbs_jax.rationales.beam_pipeline import cli_run
+
+        return cli_run(config, a.runner, beam_args)
     result = run_job(config)
     split = result.get("splits", {}).get(a.split, result)
     summary = {k: split.get(k) for k in ("num_examples", "parse_rate", "teacher_gold_agreement", "parse_failures",

@@ -84,7 +84,9 @@ def to_tf_example_bytes(example: Example) -> bytes:
         "rationales": _bytes(list(example.rationales)),
         "teacher_meta": _bytes([json.dumps(dict(example.teacher_meta), sort_keys=True)]),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic=True sorts the feature map: otherwise the bytes depend on the process's hash
+    # seed, and the same example written by two processes (or two Beam workers) differs.
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def from_tf_example_bytes(serialized: bytes) -> Example:

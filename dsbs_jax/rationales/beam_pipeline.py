@@ -362,7 +362,9 @@ def default_teacher_instances(options) -> int:
         return direct.direct_num_workers or os.cpu_count() or 1  # 0 means one worker per core
     if "Dataflow" in runner:
         workers = options.view_as(po.WorkerOptions)
-        threads = getattr(workers, "number_of_worker_harness_threads", None) or 1
+        # Each SDK harness thread holds its own DoFn instance (and client); docs/rationales.md
+        # recommends one thread and one SDK process per worker when limits matter.
+        threads = options.view_as(po.DebugOptions).number_of_worker_harness_threads or 1
         return (workers.max_num_workers or workers.num_workers or 1) * threads
     return 1
 

@@ -10,7 +10,9 @@ same real CQA test inputs from ../shared/data/dsbs_release into a fresh output d
   (what launch/rationales_tpu.sh does across hosts, here on one machine);
 * `beam`: `dsbs rationales --runner DirectRunner --direct_num_workers 2
   --direct_running_mode multi_processing` (a subprocess, so start-up of Beam and its workers counts).
-"saturated" is a bare urllib client keeping 4 requests queued (bench_teacher_throughput.py's way).
+"saturated" is a bare urllib client keeping 4 requests queued (bench_teacher_throughput.py's way),
+measured before the first mode and after each one; a mode's share is its rate over the mean of
+the two measurements around it.
 Prints one JSON line per mode and the load average before and after.
 """
 from __future__ import annotations
@@ -80,6 +82,8 @@ def main() -> None:
                 "--runner", "DirectRunner", "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"],
                 check=True, stdout=subprocess.DEVNULL)
 
+        # The machine is shared and its load drifts: the server's saturated rate is measured again
+        # after every mode, and each mode is compared with the mean of the two measurements around it.
         for mode in a.modes.split(","):
             out = tempfile.mkdtemp()
             try:
@@ -88,12 +92,12 @@ def main() -> None:
                     assert json.load(f)["splits"]["test"]["num_examples"] == a.requests
             finally:
                 shutil.rmtree(out)
-            rate = a.requests / seconds
+            after = raw_throughput(url, prompt_texts, a.max_tokens, 4)
+            rate, around = a.requests / seconds, (saturated + after) / 2
             print(json.dumps({"mode": mode, "seconds": round(seconds, 2), "outputs_per_s": round(rate, 3),
-                              "share_of_saturated": round(rate / saturated, 3)}))
-        # Again at the end: on a shared machine the server's own rate drifts with the other load.
-        after = raw_throughput(url, prompt_texts, a.max_tokens, 4)
-        print(json.dumps({"mode": "saturated again, after the modes", "outputs_per_s": round(after, 3)}))
+                              "saturated_after": round(after, 3), "share_of_saturated": round(rate / around, 3),
+                              "loadavg": os.getloadavg()[0]}))
+            saturated = after
     print(json.dumps({"loadavg_after": os.getloadavg()}))
 
 

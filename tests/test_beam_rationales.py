@@ -178,3 +178,33 @@ def test_jax_teacher_runs_as_a_dofn(tmp_path, spm_model):
     assert set(got) == {e.id for e in examples}
     assert all(len(e.teacher_meta["output_sha256"]) == 64 for e in got.values())
     assert json.loads(json.dumps(entry["parse_failures"])) == entry["parse_failures"]
+
+
+def test_each_teacher_instance_gets_its_share_of_the_rate_limits(tmp_path):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    assert beam_pipeline.default_teacher_instances(PipelineOptions(MULTI, runner="DirectRunner")) == 2
+    assert beam_pipeline.default_teacher_instances(PipelineOptions([], runner="DirectRunner")) == 1  # in memory
+    dataflow = ["--max_num_workers", "8", "--number_of_worker_harness_threads", "1"]
+    assert beam_pipeline.default_teacher_instances(PipelineOptions(dataflow, runner="DataflowRunner")) == 8
+    assert beam_pipeline.default_teacher_instances(
+        PipelineOptions(dataflow + ["--teacher_instances", "3"], runner="DataflowRunner")) == 3
+    config = JobConfig(dataset="cqa", split="test", out=str(tmp_path), src="unused", base_url="http://127.0.0.1:9",
+                       model="toy", requests_per_minute=600, tokens_per_minute=90000, max_retries=2)
+    dofn = beam_pipeline._make_ask_teacher()(dict(vars(config)), 4)
+    dofn.setup()  # what each worker does once: its own client, a quarter of each limit
+    try:
+        assert dofn.teacher.limiter.requests.capacity == 150 and dofn.teacher.limiter.tokens.capacity == 22500
+        assert dofn.teacher.retry.max_retries == 2 and dofn.teacher.concurrency == config.concurrency
+    finally:
+        dofn.teardown()
+
+
+def test_teacher_failure_exits_1_with_one_line_and_keeps_no_output(release_dir, tmp_path, capsys):
+    with ServerThread(FaultPlan(default="401")) as server:
+        code = cli.main(["--dataset", "cqa", "--split", "test", "--src", str(release_dir), "--out", str(tmp_path),
+                         "--base_url", server.url, "--model", "toy", "--limit", "4", "--runner", "DirectRunner"])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "HTTP 401" in err[0] and "re-run the same command" in err[0]
+    assert not (tmp_path / "cqa" / "manifest.json").exists() and not list((tmp_path / "cqa").glob("test.tfrecord*"))

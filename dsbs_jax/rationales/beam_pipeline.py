@@ -160,9 +160,10 @@ def _route(item: tuple[str, dict]):
         raise DataError(None, None, "id", f"duplicate id {example_id!r} in the inputs ({len(examples)} examples)",
                         fix="ids must be unique within a split")
     if answered:
-        # A retried bundle may have committed an id twice; the earliest file (by name) wins, as
-        # the single-process log keeps the first line.
-        yield beam.pvalue.TaggedOutput("answered", (examples[0], answered[0]))
+        # A retried bundle may have committed an id twice (the same answer from a deterministic
+        # teacher); pick one independently of the runner's order, so every re-run agrees.
+        chosen = min(answered, key=lambda r: json.dumps(r, sort_keys=True))
+        yield beam.pvalue.TaggedOutput("answered", (examples[0], chosen))
     else:
         yield examples[0]
 

@@ -186,6 +186,17 @@ class _Stats:
             self.raw_parsed += meta["raw_label"] is not None
             self.raw_agree += example.label is not None and labels_match(self.metric, meta["raw_label"], example.label)
 
+    def merge(self, other: "_Stats") -> "_Stats":
+        """Adds another accumulator's counts (for Beam combiners, which build stats in pieces)."""
+        for name, value in vars(other).items():
+            if name == "has_raw":
+                self.has_raw = self.has_raw or value
+            elif isinstance(value, collections.Counter):
+                getattr(self, name).update(value)
+            else:
+                setattr(self, name, getattr(self, name) + value)
+        return self
+
     def entry(self) -> dict:
         def frac(count: int, total: int) -> Optional[float]:
             return round(count / total, 6) if total else None

@@ -49,6 +49,9 @@ def _job_parser() -> argparse.ArgumentParser:
                    help="exit non-zero (publishing nothing) when fewer outputs parse; 0 accepts any")
     p.add_argument("--min_rationale_chars", type=_int(0), default=5,
                    help="drop rationales shorter than this (junk such as 'A:.'); counted in the manifest")
+    p.add_argument("--runner", help="run as an Apache Beam pipeline on this runner (DirectRunner, DataflowRunner, "
+                                    "FlinkRunner, SparkRunner); flags this parser does not know go to Beam "
+                                    "(docs/rationales.md). Default: one process")
     p.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     return p
 
@@ -92,7 +95,10 @@ def _main(argv: list[str]) -> int:
         manifest = merge(a.out, a.dataset, a.split, a.num_shards)
         print(json.dumps(manifest["splits"][a.split], indent=1, sort_keys=True))
         return 0
-    a = _job_parser().parse_args(argv)
+    parser = _job_parser()
+    a, beam_args = parser.parse_known_args(argv)
+    if beam_args and not a.runner:
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam pipeline options need --runner)")
     config = JobConfig(
         dataset=a.dataset, split=a.split, out=a.out, src=a.src, src_format=a.src_format, teacher=a.teacher,
         base_url=a.base_url, model=a.model, api_style=a.api_style, api_key_env=a.api_key_env,
@@ -102,6 +108,10 @@ def _main(argv: list[str]) -> int:
         max_retries=a.max_retries, timeout_s=a.timeout, limit=a.limit, jax_checkpoint=a.jax_checkpoint,
         spm_path=a.spm_path, batch_size=a.batch_size, progress=not a.no_progress,
         min_parse_rate=a.min_parse_rate, min_rationale_chars=a.min_rationale_chars)
+    if a.runner:
+        from dsbs_jax.rationales.beam_pipeline import cli_run
+
+        return cli_run(config, a.runner, beam_args)
     result = run_job(config)
     split = result.get("splits", {}).get(a.split, result)
     summary = {k: split.get(k) for k in ("num_examples", "parse_rate", "teacher_gold_agreement", "parse_failures",

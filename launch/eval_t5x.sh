@@ -3,7 +3,7 @@
 #
 #   launch/eval_t5x.sh --name dsbs-v4 --zone us-central2-b --project my-proj \
 #     --eval_config cqa_eval_base --data_root gs://my-bucket/dsbs/data \
-#     --model_dir gs://my-bucket/dsbs/runs/cqa_dsbs_gold_base/20260101_120000
+#     --model_dir gs://my-bucket/dsbs/runs/cqa_dsbs_base/20260101_120000
 #
 # Restores the latest checkpoint in --model_dir (or --checkpoint_step N) and writes metrics to
 # {model_dir}/eval_{split}/ (TensorBoard and {task}-metrics.jsonl); prints them at the end.

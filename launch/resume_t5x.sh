@@ -2,8 +2,8 @@
 # Resumes a T5X run after a spot/preemptible interruption: same MODEL_DIR, latest checkpoint.
 #
 #   launch/resume_t5x.sh --name dsbs-v4 --zone us-central2-b --project my-proj --queued --spot \
-#     --accelerator_type v4-8 --experiment cqa_dsbs_gold_base --data_root gs://my-bucket/dsbs/data \
-#     --model_dir gs://my-bucket/dsbs/runs/cqa_dsbs_gold_base/20260101_120000
+#     --accelerator_type v4-8 --experiment cqa_dsbs_base --data_root gs://my-bucket/dsbs/data \
+#     --model_dir gs://my-bucket/dsbs/runs/cqa_dsbs_base/20260101_120000
 #
 # If the slice is gone (queued resource SUSPENDED/FAILED/missing, TPU VM PREEMPTED/missing) or
 # --recreate is given, it is deleted, created again with the same flags and set up again.

@@ -5,7 +5,7 @@
 #   launch/train_gpu.sh --trainer dsbs --gin_file gin/experiments/cqa_dsbs_base.gin \
 #     --data_root /data/dsbs --model_dir /ckpt/runs
 #   # host i of N (run the same command on every host, --process_id 0..N-1):
-#   launch/train_gpu.sh --trainer t5x --gin_file gin/t5x/experiments/cqa_dsbs_gold_base.gin \
+#   launch/train_gpu.sh --trainer t5x --gin_file gin/t5x/experiments/cqa_dsbs_base.gin \
 #     --data_root gs://my-bucket/dsbs/data --model_dir gs://my-bucket/dsbs/runs \
 #     --num_processes 2 --process_id 0 --coordinator_address 10.0.0.2:1234 --run_id 20260101_1200
 #

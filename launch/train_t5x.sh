@@ -2,7 +2,7 @@
 # Runs real T5X finetuning of one gin/t5x experiment on every worker of a TPU VM slice.
 #
 #   launch/train_t5x.sh --name dsbs-v4 --zone us-central2-b --project my-proj \
-#     --experiment cqa_dsbs_gold_base --data_root gs://my-bucket/dsbs/data \
+#     --experiment cqa_dsbs_base --data_root gs://my-bucket/dsbs/data \
 #     --model_dir gs://my-bucket/dsbs/runs
 #
 # Writes checkpoints and TensorBoard logs to MODEL_DIR = {model_dir}/{experiment}/{run_id}
@@ -15,7 +15,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 tpu_flags
-flag experiment "" "a gin/t5x/experiments/*.gin name, e.g. cqa_dsbs_gold_base"
+flag experiment "" "a gin/t5x/experiments/*.gin name, e.g. cqa_dsbs_base"
 flag data_root "" "gs:// data root holding {dataset}/manifest.json (\$DSBS_DATA_ROOT on the workers)"
 flag model_dir "" "gs:// folder for runs; MODEL_DIR = {model_dir}/{experiment}/{run_id}"
 flag run_id "" "run folder name (default: UTC timestamp); pass the old one to resume"

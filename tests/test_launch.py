@@ -121,21 +121,21 @@ def test_rationales_one_shard_per_host_then_merge(num_hosts):
 
 
 def test_train_t5x_runs_on_all_workers_with_timestamped_gs_dir():
-    result = launch("train_t5x.sh", "--dry_run", *TPU, "--experiment", "cqa_dsbs_gold_base", "--data_root", DATA,
+    result = launch("train_t5x.sh", "--dry_run", *TPU, "--experiment", "cqa_dsbs_base", "--data_root", DATA,
                     "--model_dir", "gs://bucket-x/dsbs/runs/", "--", "--gin.EVAL_PERIOD=500")
     assert result.returncode == 0, result.stderr
     (command,) = result.stdout.splitlines()
     model_dir = re.search(r"MODEL_DIR=(\S+)", result.stderr).group(1)
-    assert re.fullmatch(r"gs://bucket-x/dsbs/runs/cqa_dsbs_gold_base/\d{8}_\d{6}", model_dir), model_dir
+    assert re.fullmatch(r"gs://bucket-x/dsbs/runs/cqa_dsbs_base/\d{8}_\d{6}", model_dir), model_dir
     assert "--worker=all" in command and "--zone us-central2-b" in command
     assert f"export DSBS_DATA_ROOT={DATA}" in command
-    assert "python -m t5x.train --gin_file=gin/t5x/experiments/cqa_dsbs_gold_base.gin" in command
+    assert "python -m t5x.train --gin_file=gin/t5x/experiments/cqa_dsbs_base.gin" in command
     assert f'--gin.MODEL_DIR="{model_dir}"' in command and command.endswith("--gin.EVAL_PERIOD=500'")
-    assert (REPO / "gin/t5x/experiments/cqa_dsbs_gold_base.gin").is_file()
+    assert (REPO / "gin/t5x/experiments/cqa_dsbs_base.gin").is_file()
 
 
 def test_eval_restores_latest_or_a_step():
-    run_dir = "gs://bucket-x/dsbs/runs/cqa_dsbs_gold_base/20260101_000000"
+    run_dir = "gs://bucket-x/dsbs/runs/cqa_dsbs_base/20260101_000000"
     latest = dry("eval_t5x.sh", *TPU, "--eval_config", "cqa_eval_base", "--data_root", DATA, "--model_dir", run_dir)
     assert "--worker=all" in latest[0] and "python -m t5x.eval --gin_file=gin/t5x/experiments/cqa_eval_base.gin" in latest[0]
     assert f'--gin.CHECKPOINT_PATH="{run_dir}"' in latest[0] and 'RestoreCheckpointConfig.mode="latest"' in latest[0]
@@ -148,8 +148,8 @@ def test_eval_restores_latest_or_a_step():
 
 
 def test_resume_checks_state_and_reuses_model_dir():
-    run_dir = "gs://bucket-x/dsbs/runs/cqa_dsbs_gold_base/20260101_000000"
-    args = [*TPU, "--accelerator_type", "v4-8", "--queued", "--spot", "--experiment", "cqa_dsbs_gold_base",
+    run_dir = "gs://bucket-x/dsbs/runs/cqa_dsbs_base/20260101_000000"
+    args = [*TPU, "--accelerator_type", "v4-8", "--queued", "--spot", "--experiment", "cqa_dsbs_base",
             "--data_root", DATA, "--model_dir", run_dir]
     commands = dry("resume_t5x.sh", *args)
     assert commands[0].startswith("gcloud compute tpus queued-resources describe dsbs-test")
@@ -173,19 +173,19 @@ def test_gpu_single_and_multi_host():
                     "--data_root", "/data/dsbs", "--model_dir", "/ckpt")
     assert single.startswith("env DSBS_DATA_ROOT=/data/dsbs python -m dsbs_jax.cli train --gin_file=gin/t5x/finetune.gin")
     assert "JAX_COORDINATOR_ADDRESS" not in single
-    multi = dry("train_gpu.sh", "--trainer", "t5x", "--gin_file", "gin/t5x/experiments/cqa_dsbs_gold_base.gin",
+    multi = dry("train_gpu.sh", "--trainer", "t5x", "--gin_file", "gin/t5x/experiments/cqa_dsbs_base.gin",
                 "--data_root", DATA, "--model_dir", "gs://bucket-x/runs", "--num_processes", "4", "--process_id", "3",
                 "--coordinator_address", "10.1.2.3:1234", "--run_id", "r7")
     (command,) = multi
     for part in ("JAX_COORDINATOR_ADDRESS=10.1.2.3:1234", "JAX_NUM_PROCESSES=4", "JAX_PROCESS_ID=3",
-                 '--gin.MODEL_DIR="gs://bucket-x/runs/cqa_dsbs_gold_base/r7"', "--multiprocess_gpu",
+                 '--gin.MODEL_DIR="gs://bucket-x/runs/cqa_dsbs_base/r7"', "--multiprocess_gpu",
                  "--coordinator_address=10.1.2.3:1234", "--process_count=4", "--process_index=3"):
         assert part in command, part
 
 
 @pytest.mark.parametrize("script,args,expected", [
     ("create_tpu.sh", ["--name", "x", "--zone", "z"], ["--project", "--accelerator_type"]),
-    ("train_t5x.sh", [*TPU, "--experiment", "cqa_dsbs_gold_base"], ["--data_root", "--model_dir"]),
+    ("train_t5x.sh", [*TPU, "--experiment", "cqa_dsbs_base"], ["--data_root", "--model_dir"]),
     ("rationales_tpu.sh", TPU, ["--num_hosts", "--dataset", "--src", "--out"]),
     ("train_gpu.sh", ["--trainer", "t5x"], ["--gin_file", "--data_root", "--model_dir"]),
     ("delete_tpu.sh", [], ["--name", "--zone", "--project"]),
@@ -201,7 +201,7 @@ def test_missing_flags_fail_fast_naming_them(script, args, expected):
 @pytest.mark.parametrize("script,args,message", [
     ("train_t5x.sh", [*TPU, "--experiment", "no_such_exp", "--data_root", DATA, "--model_dir", "gs://b/r"],
      "gin/t5x/experiments/no_such_exp.gin does not exist"),
-    ("train_t5x.sh", [*TPU, "--experiment", "cqa_dsbs_gold_base", "--data_root", DATA, "--model_dir", "/local/dir"],
+    ("train_t5x.sh", [*TPU, "--experiment", "cqa_dsbs_base", "--data_root", DATA, "--model_dir", "/local/dir"],
      "--model_dir must be a gs:// URL"),
     ("create_tpu.sh", [*TPU, "--accelerator_type", "tpu9-8"], "pass --runtime_version"),
     ("create_tpu.sh", [*TPU, "--accelerator_type", "v4-8", "--zonee", "x"], "unknown flag --zonee"),
@@ -246,7 +246,7 @@ def test_shellcheck_clean():
 
 def test_dry_run_after_double_dash_is_refused():
     """`--` passes the rest to the remote program: a --dry_run there would not protect anything."""
-    result = launch("train_t5x.sh", *TPU, "--experiment", "cqa_dsbs_gold_base", "--data_root", DATA,
+    result = launch("train_t5x.sh", *TPU, "--experiment", "cqa_dsbs_base", "--data_root", DATA,
                     "--model_dir", "gs://b/r", "--", "--dry_run")
     assert result.returncode != 0 and "put it before '--'" in result.stderr and result.stdout == ""
 
@@ -255,7 +255,7 @@ def test_dry_run_after_double_dash_is_refused():
 # Every command the scripts generate, parsed by the real CLIs
 # --------------------------------------------------------------------------------------------
 
-RUN_DIR = "gs://bucket-x/dsbs/runs/cqa_dsbs_gold_base/20260101_000000"
+RUN_DIR = "gs://bucket-x/dsbs/runs/cqa_dsbs_base/20260101_000000"
 # One --dry_run per script and mode; together they print every command the scripts can generate.
 DRY_RUNS = [
     ("create_tpu.sh", [*TPU, "--accelerator_type", "v4-8", "--spot", "--queued"]),
@@ -265,17 +265,17 @@ DRY_RUNS = [
                            "--teacher", "jax", "--jax_checkpoint", "gs://bucket-x/teacher"]),
     ("rationales_tpu.sh", [*TPU, "--num_hosts", "4", "--dataset", "cqa", "--src", SRC, "--out", DATA, "--",
                            "--teacher", "openai", "--base_url", "http://10.0.0.5:8000", "--model", "m"]),
-    ("train_t5x.sh", [*TPU, "--experiment", "cqa_dsbs_gold_base", "--data_root", DATA, "--model_dir", "gs://b/r"]),
+    ("train_t5x.sh", [*TPU, "--experiment", "cqa_dsbs_base", "--data_root", DATA, "--model_dir", "gs://b/r"]),
     ("eval_t5x.sh", [*TPU, "--eval_config", "cqa_eval_base", "--data_root", DATA, "--model_dir", RUN_DIR]),
     ("eval_t5x.sh", [*TPU, "--eval_config", "cqa_eval_base", "--data_root", DATA, "--model_dir", RUN_DIR,
                      "--checkpoint_step", "1010000"]),
     ("resume_t5x.sh", [*TPU, "--accelerator_type", "v4-8", "--queued", "--spot", "--experiment",
-                       "cqa_dsbs_gold_base", "--data_root", DATA, "--model_dir", RUN_DIR, "--recreate"]),
+                       "cqa_dsbs_base", "--data_root", DATA, "--model_dir", RUN_DIR, "--recreate"]),
     ("delete_tpu.sh", [*TPU, "--queued"]),
-    ("train_gpu.sh", ["--trainer", "dsbs", "--gin_file", "gin/experiments/cqa_dsbs_gold_base.gin",
+    ("train_gpu.sh", ["--trainer", "dsbs", "--gin_file", "gin/experiments/cqa_dsbs_base.gin",
                       "--data_root", "/data", "--model_dir", "/ckpt", "--num_processes", "2", "--process_id", "1",
                       "--coordinator_address", "10.0.0.2:1234", "--run_id", "r1"]),
-    ("train_gpu.sh", ["--trainer", "t5x", "--gin_file", "gin/t5x/experiments/cqa_dsbs_gold_base.gin",
+    ("train_gpu.sh", ["--trainer", "t5x", "--gin_file", "gin/t5x/experiments/cqa_dsbs_base.gin",
                       "--data_root", "/data", "--model_dir", "/ckpt", "--num_processes", "2", "--process_id", "0",
                       "--coordinator_address", "10.0.0.2:1234", "--run_id", "r1"]),
 ]

@@ -27,8 +27,8 @@ gin.parse_config("")
 gin.finalize()                  # what T5X has done before it imports MIXTURE_OR_TASK_MODULE
 import tasks                    # raises RuntimeError if anything in the package is @gin.configurable
 ours = [s for s, c in gin.config._REGISTRY.items() if c.wrapped.__module__.split(".")[0] == "tasks"]
-print(json.dumps({"configurables": ours, "tasks": sorted(n for n in seqio.TaskRegistry.names()
-                                                        if n.startswith("letters_"))}))
+names = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
+print(json.dumps({"configurables": ours, "tasks": sorted(n for n in names if n.startswith("letters_"))}))
 """
 
 

@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="share of train written as the 'valid' split when the data has none (default: the "
                         "dataset's, 0.1 for cqa/svamp/asdiv as in the paper; 0 disables)")
     p.add_argument("--tfds_name", help="TFDS name when not the default for --dataset (e.g. a dataset you built)")
-    p.add_argument("--train_vocab", type=_positive_int, metavar="N",
+    p.add_argument("--train_vocab", type=flags.int_at_least(16), metavar="N",
                    help="also train an N-piece SentencePiece model on the train split, saved as "
                         "{out}/{dataset}/vocab/spm_N.model and used by `import tasks` (offline: no gs:// vocabulary)")
     g = p.add_argument_group("user data (jsonl/csv)")

@@ -189,7 +189,7 @@ def t5x_commands(config: SweepConfig, model_dir_root: str, gin_dir: str) -> List
             f.write(gin_gen.t5x_experiment(experiment) + "\n# dsbs sweep settings\n" + "\n".join(overrides) + "\n")
         model_dir = f"{model_dir_root.rstrip('/')}/{config.dataset}/{run}"
         commands.append(f"python -m t5x.train --gin_file={shlex.quote(path)} "
-                        f"--gin.MODEL_DIR={shlex.quote(repr(model_dir))}")
+                        f"--gin.MODEL_DIR=\\\"{model_dir}\\\"")
     return commands
 
 

@@ -281,7 +281,7 @@ def run_record(config: TrainConfig, model_config: T5Config, vocab: Any, eval_tas
     """What `dsbs predict`/`dsbs eval`/`dsbs export` need to rebuild and use the model."""
     method, task, dataset = config.resolved()
     spm = getattr(vocab, "sentencepiece_model_file", None)
-    return {
+    record = {
         "model": dataclasses.asdict(model_config),
         "vocabulary": {"sentencepiece_model_file": absolute_path(spm), "extra_ids": getattr(vocab, "extra_ids", 0)},
         "method": method.name,
@@ -294,15 +294,17 @@ def run_record(config: TrainConfig, model_config: T5Config, vocab: Any, eval_tas
         "loss": dataclasses.asdict(config.loss_config()),
         "max_decode_length": config.decode_length(),
     }
+    return json.loads(json.dumps(record))  # as read back from disk (tuples become lists)
 
 
-def _check_and_write_run_record(config: TrainConfig, record: Mapping[str, Any], resuming: bool) -> None:
-    """Refuses to resume a run whose recorded configuration differs; then writes the record.
+def _check_resume(config: TrainConfig, record: Mapping[str, Any]) -> None:
+    """Refuses to resume a run whose recorded configuration differs, naming what changed.
 
     Runs before anything is restored or written, so a refused resume leaves the run directory
     exactly as it was.
     """
     path = os.path.join(config.model_dir, RUN_RECORD)
+    resuming = checkpointing.has_checkpoint(os.path.join(config.model_dir, "checkpoints"))
     if resuming and os.path.exists(path) and not config.allow_config_change:
         with open(path) as f:
             recorded = json.load(f)
@@ -312,8 +314,12 @@ def _check_and_write_run_record(config: TrainConfig, record: Mapping[str, Any], 
             raise checkpointing.CheckpointError(
                 f"{config.model_dir} holds a run with another configuration ({diff}). Resume it with the "
                 "recorded settings, start a new --gin.MODEL_DIR, or pass --gin.ALLOW_CONFIG_CHANGE=True.")
+
+
+def _write_run_record(config: TrainConfig, record: Mapping[str, Any]) -> None:
     if jax.process_index() != 0:
         return
+    path = os.path.join(config.model_dir, RUN_RECORD)
     with open(path + ".tmp", "w") as f:
         json.dump(record, f, indent=2, sort_keys=True)
     os.replace(path + ".tmp", path)
@@ -375,11 +381,12 @@ def train(config: TrainConfig) -> Dict[str, Any]:
     loss_config = config.loss_config()
     vocab = _check_vocab(config, model_config)
     eval_tasks = config.eval_task_names()
+    record = run_record(config, model_config, vocab, eval_tasks)
+    _check_resume(config, record)
     # Eval settings (tasks, split) are checked before step 1, not found wrong after the last one.
     evaluator = _make_evaluator(config, model_config, eval_tasks) if _evaluates(config) else None
+    _write_run_record(config, record)
     ckpt_dir = os.path.join(config.model_dir, "checkpoints")
-    resuming = checkpointing.has_checkpoint(ckpt_dir)
-    _check_and_write_run_record(config, run_record(config, model_config, vocab, eval_tasks), resuming)
 
     mesh, rules = _create_mesh(config.mesh_shape)
     tx = optimizers.make_optimizer(config.optimizer_config(), config.train_steps)

@@ -1,7 +1,7 @@
 """`dsbs demo`: Distilling step-by-step against standard finetuning on a laptop CPU, nothing downloaded.
 
-    dsbs demo --out dsbs_demo_out            # ~10 min on 2 CPU cores (see README)
-    dsbs demo --quick                        # a reduced grid for tests (~2-3 min)
+    dsbs demo --out dsbs_demo_out            # 20 min on 2 shared CPU cores at load ~10 (docs/results.md)
+    dsbs demo --quick                        # a reduced grid for tests
     dsbs demo --teacher smollm2              # a real LLM (llama.cpp + SmolLM2-135M) writes the rationales
     dsbs demo --teacher http://127.0.0.1:8000 --teacher_model NAME   # any OpenAI-compatible server
 
@@ -76,8 +76,10 @@ on generated two-step word problems whose rationales spell out the intermediate 
 It shows the mechanism on a small T5 student trained from scratch; it does not reproduce the paper's
 gains, which come from pretrained T5 (220M-11B parameters) on real benchmarks.
 """
-# Rationale-job throughput of SmolLM2-135M on llama.cpp, 2 CPU cores, the demo's few-shot prompt.
-SMOLLM2_OUTPUTS_PER_S = 1.5
+# Rationale-job throughput of SmolLM2-135M on llama.cpp with the demo's few-shot prompt (outputs/s):
+# ~1.5 on 2 idle cores (benchmarks/RESULTS.md measured 1.2 with 7x longer prompts), 0.45 measured on
+# the development machine at load average 13-17.
+SMOLLM2_OUTPUTS_PER_S = (1.5, 0.45)
 
 
 def build_data(out: str, sizes: Mapping[str, int], teacher: str, teacher_model: Optional[str], seed: int) -> str:
@@ -100,8 +102,9 @@ def build_data(out: str, sizes: Mapping[str, int], teacher: str, teacher_model: 
         from dsbs_jax.rationales.local_server import start_llama_server
 
         n = len(splits["train"])
-        print(f"      expected: ~{n / SMOLLM2_OUTPUTS_PER_S / 60:.0f} min for {n} rationales "
-              f"(~{SMOLLM2_OUTPUTS_PER_S} outputs/s on 2 CPU cores); the bar below shows the ETA. "
+        fast, slow = SMOLLM2_OUTPUTS_PER_S
+        print(f"      expected: {n / fast / 60:.0f}-{n / slow / 60:.0f} min for {n} rationales ({fast} outputs/s on 2 "
+              f"idle cores, {slow} on shared ones), then the training stage; the bar below shows the ETA. "
               "Stopping is safe: a rerun resumes.", flush=True)
         with start_llama_server() as url:
             run_job(JobConfig(**job, base_url=url, model="smollm2", max_tokens=40, concurrency=2))
@@ -237,8 +240,7 @@ def run(a: argparse.Namespace, size: DemoSize) -> int:
                              "chance": {"answer": guess, "accuracy": chance}, "wall_time_s": round(elapsed, 1),
                              "teacher": a.teacher, "demo_size": dataclasses.asdict(size)})
     plots.plot_data_size(runs, os.path.join(a.out, "accuracy_vs_data.png"), baseline=(f"always {guess!r}", chance),
-                         title=f"{demo_data.DATASET}: test accuracy vs % of training data "
-                               f"(mean ± std, {len(size.seeds)} seeds)")
+                         title=f"{demo_data.DATASET}: accuracy (mean ± std, {len(size.seeds)} seeds)")
     print(f"[4/4] results: test accuracy (%) on {size.test} questions, mean ± std over {len(size.seeds)} seeds\n")
     print(results.markdown_table(runs))
     print(f"chance: always answering {guess!r} scores {chance:.1f} %")

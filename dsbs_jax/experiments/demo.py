@@ -141,12 +141,13 @@ def verdict_line(rows: Sequence[Mapping]) -> str:
                                     for r in rows)
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so `with start_llama_server()` stops the server on the way out."""
+def _stop_on_sigterm():
+    """SIGTERM unwinds like Ctrl-C, so `with start_llama_server()` stops the server on the way out.
+    Returns the previous handler (restored when `main` returns)."""
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, handler)
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def enable_compilation_cache(directory: str) -> None:
@@ -186,17 +187,24 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     a = parse_args(argv)
     size = QUICK if a.quick else FULL
+    try:
+        fractions = tuple(float(f) for f in a.fractions.split(",")) if a.fractions else size.fractions
+        seeds = tuple(int(s) for s in a.seeds.split(",")) if a.seeds else size.seeds
+    except ValueError:
+        print(f"dsbs demo: --fractions {a.fractions!r} / --seeds {a.seeds!r} must be comma-separated numbers, "
+              "e.g. --fractions 12.5,25,100 --seeds 0,1,2", file=sys.stderr)
+        return 2
     size = dataclasses.replace(
-        size, fractions=tuple(float(f) for f in a.fractions.split(",")) if a.fractions else size.fractions,
-        seeds=tuple(int(s) for s in a.seeds.split(",")) if a.seeds else size.seeds,
-        train_steps=a.train_steps or size.train_steps,
+        size, fractions=fractions, seeds=seeds, train_steps=a.train_steps or size.train_steps,
         train=a.train_size or (SMOLLM2_TRAIN if a.teacher == "smollm2" and not a.quick else size.train))
-    _stop_on_sigterm()
+    previous = _stop_on_sigterm()
     try:
         return run(a, size)
     except KeyboardInterrupt:
         print("\ndsbs demo: stopped (finished runs are kept in --out; the same command resumes).", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(a: argparse.Namespace, size: DemoSize) -> int:

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
+
+from dsbs_jax import quiet
 
 # name -> ("module:function", one-line help). Modules are imported lazily so that
 # `dsbs rationales` never pays for JAX and `dsbs train` never pays for aiohttp.
@@ -20,8 +23,9 @@ SUBCOMMANDS = {
 
 
 def _usage() -> str:
-    lines = ["usage: dsbs <command> [flags]   (dsbs <command> --help for its flags)", "", "commands:"]
+    lines = ["usage: dsbs <command> [flags] [--verbose]   (dsbs <command> --help for its flags)", "", "commands:"]
     lines += [f"  {name:<11} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += ["", "--verbose (any command): show TensorFlow/absl/CUDA/SentencePiece logs, hidden by default"]
     return "\n".join(lines)
 
 
@@ -34,6 +38,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"dsbs: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    # `--verbose` belongs to every command: taken out here and passed on as DSBS_VERBOSE, so
+    # subcommands (and their subprocesses) see it without each parser declaring it.
+    if "--verbose" in rest:
+        rest = [a for a in rest if a != "--verbose"]
+        os.environ[quiet.ENV_VERBOSE] = "1"
+    quiet.silence()  # before the subcommand's module pulls in TensorFlow/JAX/SeqIO
     module_name, function_name = SUBCOMMANDS[name][0].split(":")
     function = getattr(importlib.import_module(module_name), function_name)
     return int(function(rest) or 0)

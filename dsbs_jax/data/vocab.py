@@ -11,11 +11,13 @@ DEFAULT_SPM_PATH = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
 DEFAULT_EXTRA_IDS = 100
 
 
-def train_sentencepiece(texts: Iterable[str], model_prefix: str, vocab_size: int = 1000) -> str:
-    """Trains a unigram SentencePiece model with T5's special ids (pad 0, eos 1, unk 2).
+def train_sentencepiece(texts: Iterable[str], model_prefix: str, vocab_size: int = 1000,
+                        model_type: str = "unigram") -> str:
+    """Trains a SentencePiece model (unigram by default) with T5's special ids (pad 0, eos 1, unk 2).
 
     Returns the path of the `.model` file. Used by tests and `dsbs demo`, which cannot
-    download T5's vocabulary.
+    download T5's vocabulary. `model_type="bpe"` suits tiny, repetitive corpora such as the
+    demo's: there unigram training keeps mostly characters, BPE whole words.
     """
     import sentencepiece as spm
 
@@ -27,7 +29,7 @@ def train_sentencepiece(texts: Iterable[str], model_prefix: str, vocab_size: int
         sentence_iterator=iter(text.splitlines()),
         model_prefix=model_prefix,
         vocab_size=vocab_size,
-        model_type="unigram",
+        model_type=model_type,
         pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
         character_coverage=1.0,
         hard_vocab_limit=False,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence, Tuple
 
 from dsbs_jax.experiments.results import METHOD_LABELS, aggregate
 
@@ -18,8 +18,12 @@ def _pyplot():
     return plt
 
 
-def plot_data_size(runs: Sequence[Mapping], path: str, title: str = "", size: Optional[str] = None) -> str:
-    """Accuracy (mean ± std over seeds) against % of training data, one line per method."""
+def plot_data_size(runs: Sequence[Mapping], path: str, title: str = "", size: Optional[str] = None,
+                   baseline: Optional[Tuple[str, float]] = None) -> str:
+    """Accuracy (mean ± std over seeds, as error bars) against % of training data, one line per method.
+
+    `baseline` = (label, accuracy %) draws a dashed horizontal line, e.g. a constant guess's accuracy.
+    """
     plt = _pyplot()
     table = aggregate(runs)
     size = size or sorted({k[1] for k in table})[0]
@@ -30,6 +34,8 @@ def plot_data_size(runs: Sequence[Mapping], path: str, title: str = "", size: Op
         xs = [f for f, _ in points]
         ax.errorbar(xs, [v["mean"] for _, v in points], yerr=[v["std"] for _, v in points], marker="o", capsize=3,
                     label=METHOD_LABELS.get(method, method))
+    if baseline is not None:
+        ax.axhline(baseline[1], color="gray", linestyle="--", linewidth=1, label=baseline[0])
     return _save(plt, fig, ax, path, "% of training data", title or f"Accuracy vs training data ({size})")
 
 

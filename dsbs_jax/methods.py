@@ -59,6 +59,7 @@ class Method:
       mixture_rate: label-task sampling rate of a mixture method (None otherwise).
       needs_rationales: trains on rationales (the data must have them).
       paper: where the paper or the reference code defines it.
+      label: a short name for tables and plot legends.
     """
 
     name: str
@@ -70,6 +71,7 @@ class Method:
     mixture_rate: Optional[float] = None
     needs_rationales: bool = False
     paper: str = ""
+    label: str = ""
 
     def __post_init__(self):
         if self.train_variant not in TASK_VARIANTS + MIXTURE_VARIANTS:
@@ -130,21 +132,21 @@ _MEAN_TOKEN_CE = LossConfig(mode="target", loss_normalizing_factor="NUM_REAL_TAR
 
 _METHODS = (
     Method("standard", "standard finetuning: x -> gold label", "standard", "gold", "standard", _MEAN_TOKEN_CE,
-           paper="Sec. 4, 'standard finetuning' (reference: --model_type standard --label_type gt)"),
+           paper="Sec. 4, 'standard finetuning' (reference: --model_type standard --label_type gt)", label="Standard finetuning (gold)"),
     Method("distill", "task distillation: x -> teacher label", "standard", "llm", "standard", _MEAN_TOKEN_CE,
-           paper="Sec. 4, 'standard task distillation' (--model_type standard --label_type llm)"),
+           paper="Sec. 4, 'standard task distillation' (--model_type standard --label_type llm)", label="Task distillation (teacher labels)"),
     Method("dsbs", "Distilling step-by-step: 0.5 L(predict: x -> gold label) + 0.5 L(explain: x -> rationale)",
            "paired", "gold", "label", LossConfig(mode="paired", alpha=0.5, z_loss=0.0), needs_rationales=True,
-           paper="Eq. (3), alpha=0.5 (reference: TaskPrefixTrainer, --label_type gt --llm palm)"),
+           paper="Eq. (3), alpha=0.5 (reference: TaskPrefixTrainer, --label_type gt --llm palm)", label="Distilling step-by-step (gold labels)"),
     Method("dsbs_llm", "Distilling step-by-step with teacher labels", "paired", "llm", "label",
            LossConfig(mode="paired", alpha=0.5, z_loss=0.0), needs_rationales=True,
-           paper="Eq. (3), alpha=0.5 (reference: --label_type llm --llm palm)"),
+           paper="Eq. (3), alpha=0.5 (reference: --label_type llm --llm palm)", label="Distilling step-by-step (teacher labels)"),
     Method("dsbs_mixture", "Distilling step-by-step as a SeqIO mixture (rate 0.5, per-sequence loss)", "dsbs",
            "gold", "label", LossConfig(mode="target", loss_normalizing_factor="AVERAGE_PER_SEQUENCE", z_loss=0.0),
            mixture_rate=0.5, needs_rationales=True,
-           paper="not in the paper: T5X's sampling alternative; alpha ~ the rate in expectation"),
+           paper="not in the paper: T5X's sampling alternative; alpha ~ the rate in expectation", label="DSbS as a SeqIO mixture (gold)"),
     Method("single", "single-task: x -> rationale + ' So the answer is ' + gold label", "single", "gold", "single",
-           _MEAN_TOKEN_CE, needs_rationales=True, paper="Sec. 5.2, 'single-task training' ablation"),
+           _MEAN_TOKEN_CE, needs_rationales=True, paper="Sec. 5.2, 'single-task training' ablation", label="Single-task: rationale + label (gold)"),
 )
 METHODS: Mapping[str, Method] = {m.name: m for m in _METHODS}
 DEFAULT_METHODS = tuple(METHODS)

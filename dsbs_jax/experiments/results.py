@@ -12,7 +12,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 from dsbs_jax import methods
 
 # Row labels in the registry's order.
-METHOD_LABELS = {m.name: f"{m.name}: {m.summary}" for m in methods.METHODS.values()}
+METHOD_LABELS = {m.name: m.label or m.name for m in methods.METHODS.values()}
 
 
 def aggregate(runs: Sequence[Mapping]) -> Dict[Tuple[str, str, float], Dict[str, float]]:

@@ -130,23 +130,31 @@ class Method:
 # Face's T5 loss), with no z-loss: NUM_REAL_TARGET_TOKENS and z_loss=0 reproduce it exactly.
 _MEAN_TOKEN_CE = LossConfig(mode="target", loss_normalizing_factor="NUM_REAL_TARGET_TOKENS", z_loss=0.0)
 
+_PAIRED = LossConfig(mode="paired", alpha=0.5, z_loss=0.0)
+
 _METHODS = (
-    Method("standard", "standard finetuning: x -> gold label", "standard", "gold", "standard", _MEAN_TOKEN_CE,
-           paper="Sec. 4, 'standard finetuning' (reference: --model_type standard --label_type gt)", label="Standard finetuning (gold)"),
-    Method("distill", "task distillation: x -> teacher label", "standard", "llm", "standard", _MEAN_TOKEN_CE,
-           paper="Sec. 4, 'standard task distillation' (--model_type standard --label_type llm)", label="Task distillation (teacher labels)"),
+    Method("standard", "standard finetuning: x -> gold label", train_variant="standard", label_source="gold",
+           eval_variant="standard", loss=_MEAN_TOKEN_CE, label="Standard finetuning (gold)",
+           paper="Sec. 4, 'standard finetuning' (reference: --model_type standard --label_type gt)"),
+    Method("distill", "task distillation: x -> teacher label", train_variant="standard", label_source="llm",
+           eval_variant="standard", loss=_MEAN_TOKEN_CE, label="Task distillation (teacher labels)",
+           paper="Sec. 4, 'standard task distillation' (--model_type standard --label_type llm)"),
     Method("dsbs", "Distilling step-by-step: 0.5 L(predict: x -> gold label) + 0.5 L(explain: x -> rationale)",
-           "paired", "gold", "label", LossConfig(mode="paired", alpha=0.5, z_loss=0.0), needs_rationales=True,
-           paper="Eq. (3), alpha=0.5 (reference: TaskPrefixTrainer, --label_type gt --llm palm)", label="Distilling step-by-step (gold labels)"),
-    Method("dsbs_llm", "Distilling step-by-step with teacher labels", "paired", "llm", "label",
-           LossConfig(mode="paired", alpha=0.5, z_loss=0.0), needs_rationales=True,
-           paper="Eq. (3), alpha=0.5 (reference: --label_type llm --llm palm)", label="Distilling step-by-step (teacher labels)"),
-    Method("dsbs_mixture", "Distilling step-by-step as a SeqIO mixture (rate 0.5, per-sequence loss)", "dsbs",
-           "gold", "label", LossConfig(mode="target", loss_normalizing_factor="AVERAGE_PER_SEQUENCE", z_loss=0.0),
-           mixture_rate=0.5, needs_rationales=True,
-           paper="not in the paper: T5X's sampling alternative; alpha ~ the rate in expectation", label="DSbS as a SeqIO mixture (gold)"),
-    Method("single", "single-task: x -> rationale + ' So the answer is ' + gold label", "single", "gold", "single",
-           _MEAN_TOKEN_CE, needs_rationales=True, paper="Sec. 5.2, 'single-task training' ablation", label="Single-task: rationale + label (gold)"),
+           train_variant="paired", label_source="gold", eval_variant="label", loss=_PAIRED, needs_rationales=True,
+           label="Distilling step-by-step (gold labels)",
+           paper="Eq. (3), alpha=0.5 (reference: TaskPrefixTrainer, --label_type gt --llm palm)"),
+    Method("dsbs_llm", "Distilling step-by-step with teacher labels", train_variant="paired", label_source="llm",
+           eval_variant="label", loss=_PAIRED, needs_rationales=True,
+           label="Distilling step-by-step (teacher labels)",
+           paper="Eq. (3), alpha=0.5 (reference: --label_type llm --llm palm)"),
+    Method("dsbs_mixture", "Distilling step-by-step as a SeqIO mixture (rate 0.5, per-sequence loss)",
+           train_variant="dsbs", label_source="gold", eval_variant="label",
+           loss=LossConfig(mode="target", loss_normalizing_factor="AVERAGE_PER_SEQUENCE", z_loss=0.0),
+           mixture_rate=0.5, needs_rationales=True, label="DSbS as a SeqIO mixture (gold)",
+           paper="not in the paper: T5X's sampling alternative; alpha ~ the rate in expectation"),
+    Method("single", "single-task: x -> rationale + ' So the answer is ' + gold label", train_variant="single",
+           label_source="gold", eval_variant="single", loss=_MEAN_TOKEN_CE, needs_rationales=True,
+           label="Single-task: rationale + label (gold)", paper="Sec. 5.2, 'single-task training' ablation"),
 )
 METHODS: Mapping[str, Method] = {m.name: m for m in _METHODS}
 DEFAULT_METHODS = tuple(METHODS)

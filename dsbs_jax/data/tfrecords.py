@@ -191,6 +191,8 @@ class _Stats:
         for name, value in vars(other).items():
             if name == "has_raw":
                 self.has_raw = self.has_raw or value
+            elif name == "metric":  # the dataset's, not a count
+                self.metric = self.metric or value
             elif isinstance(value, collections.Counter):
                 getattr(self, name).update(value)
             else:

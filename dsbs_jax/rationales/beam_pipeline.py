@@ -254,9 +254,12 @@ def _vote(pair: tuple[schema.Example, dict], config_dict: dict) -> dict:
     # job.run_job uses teacher.describe()["backend"], which is the --teacher name for every backend.
     meta = {"teacher": config.teacher, "model": config.model}
     final, unanimous = job._vote(spec, example, record["outputs"], config.filter_labels, meta)
+    short = 0
+    if config.min_rationale_chars:  # the single-process job's gate, applied at the same point
+        final, short = job._drop_short_rationales(final, config.min_rationale_chars)
     dropped = config.filter_disagreeing and final.label is not None and final.teacher_label != final.label
-    return {"example": None if dropped else final, "unanimous": unanimous, "dropped": dropped,
-            "prompt_tokens": record["prompt_tokens"], "completion_tokens": record["completion_tokens"]}
+    return {"example": None if dropped else final, "unanimous": unanimous, "dropped": dropped, "short": short,
+            "parse_failure": final.teacher_meta.get("parse_failure"), "prompt_tokens": record["prompt_tokens"], "completion_tokens": record["completion_tokens"]}
 
 
 def _make_combiners():
@@ -267,7 +270,7 @@ def _make_combiners():
 
         def create_accumulator(self):
             return {"stats": tfrecords._Stats(), "datasets": set(), "written": 0, "unanimous": 0, "dropped": 0,
-                    "input_tokens": 0, "output_tokens": 0}
+                    "input_tokens": 0, "output_tokens": 0, "short": 0, "voted": 0, "parsed": 0}
 
         def add_input(self, acc, result: dict):
             example = result["example"]
@@ -277,6 +280,9 @@ def _make_combiners():
                 acc["written"] += 1
             acc["unanimous"] += result["unanimous"]
             acc["dropped"] += result["dropped"]
+            acc["short"] += result["short"]
+            acc["voted"] += 1
+            acc["parsed"] += result["parse_failure"] is None
             acc["input_tokens"] += result["prompt_tokens"]
             acc["output_tokens"] += result["completion_tokens"]
             return acc
@@ -286,7 +292,8 @@ def _make_combiners():
             for acc in accumulators:
                 merged["stats"].merge(acc["stats"])
                 merged["datasets"] |= acc["datasets"]
-                for key in ("written", "unanimous", "dropped", "input_tokens", "output_tokens"):
+                for key in ("written", "unanimous", "dropped", "input_tokens", "output_tokens", "short", "voted",
+                            "parsed"):
                     merged[key] += acc[key]
             return merged
 
@@ -331,6 +338,14 @@ def _publish(_: Any, files: list, stats: dict, teacher_stats: dict, num_inputs: 
     for stale in old_files - set(names):  # an earlier write with other shard names
         if gfile.exists(_join(dataset_dir, stale)):
             gfile.remove(_join(dataset_dir, stale))
+    rate = round(stats["parsed"] / stats["voted"], 6) if stats["voted"] else None
+    if rate is not None and rate < config.min_parse_rate:  # as job._check_parse_rate: publish nothing
+        for name in names:
+            gfile.remove(_join(dataset_dir, name))
+        raise job.BelowMinParseRate(
+            f"parse rate {rate:.1%} ({stats['parsed']}/{stats['voted']} outputs) is below --min_parse_rate "
+            f"{config.min_parse_rate:g}; nothing was published to {dataset_dir}. The answers stay checkpointed "
+            f"in {beam_work_dir(config)}: fix --prompt_file/--model, or accept them with --min_parse_rate 0.")
     checksums = {name: tfrecords.sha256_file(_join(dataset_dir, name)) for name in names}
     teacher = teacher_stats["teacher"]
     if teacher is None:  # every id came from the checkpoint: describe a fresh client (no requests sent)
@@ -340,7 +355,11 @@ def _publish(_: Any, files: list, stats: dict, teacher_stats: dict, num_inputs: 
                    "input_tokens": stats["input_tokens"], "output_tokens": stats["output_tokens"],
                    "self_consistency_unanimous": stats["unanimous"], "filtered_disagreeing": stats["dropped"],
                    "wall_time_s": round(wall, 3), "num_shards_merged": 1,
-                   "outputs_per_s": round(num_inputs / wall, 3) if wall else None, "runner": runner}
+                   "outputs_per_s": round(num_inputs / wall, 3) if wall else None, "runner": runner,
+                   "num_short_rationales": stats["short"], "min_parse_rate": config.min_parse_rate,
+                   "min_rationale_chars": config.min_rationale_chars, "segments": 1,
+                   "created_by": {"command": "dsbs rationales", "job": job._job_id(
+                       {**config.fingerprint(), "prompt_sha256": prompt_sha256})}}
     manifest_extra = {"teacher": teacher, "prompt_sha256": prompt_sha256, "num_samples": config.num_samples}
     return tfrecords._record_in_manifest(dataset_dir, config.split, manifest, stats["stats"], stats["datasets"],
                                          names, checksums, manifest_extra, split_extra)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import traceback
 from typing import Callable, NoReturn, Optional
@@ -64,8 +65,11 @@ def float_in(low: float, high: float = math.inf, *, low_open: bool = False) -> C
 
 def report_error(prog: str, error: BaseException, *, verbose: bool = False, code: int = 1,
                  redact: Callable[[str], str] = lambda text: text) -> int:
-    """Prints `prog: error: <one line>` (the traceback too, first, under --verbose); returns `code`."""
-    if verbose:
+    """Prints `prog: error: <one line>` (the traceback too, first, under --verbose); returns `code`.
+
+    `dsbs CMD --verbose` reaches here as $DSBS_VERBOSE (the dispatcher takes the flag out).
+    """
+    if verbose or os.environ.get("DSBS_VERBOSE"):
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
     message = error.args[0] if isinstance(error, KeyError) and error.args else (
         str(error) or getattr(error, "message", ""))  # tf.errors.* may keep theirs in .message only

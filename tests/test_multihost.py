@@ -55,6 +55,8 @@ def _train(model_dir: pathlib.Path, data, devices: int, extra_env=None) -> subpr
     env.update({"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu",
                 "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo", "DSBS_DATA_ROOT": str(data_root),
                 "DSBS_SPM_PATH": spm, "PYTHONPATH": str(REPO), **(extra_env or {})})
+    # SeqIO logs the shard each host reads at INFO, which `dsbs` hides unless --verbose.
+    env["DSBS_VERBOSE"] = "1"
     command = [sys.executable, "-m", "dsbs_jax.cli", "train", "--gin_file=models/tiny.gin",
                "--gin_file=runs/finetune.gin", "--gin.MIXTURE_OR_TASK_MODULE='tasks'",
                "--gin.MIXTURE_OR_TASK_NAME='same_standard_gold'",

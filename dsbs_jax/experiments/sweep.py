@@ -251,7 +251,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return _run(a, data_root, data_dir)
     except (ValueError, KeyError, FileNotFoundError, OSError) as e:
-        if a.verbose:
+        if a.verbose or os.environ.get("DSBS_VERBOSE"):  # `dsbs sweep --verbose` arrives as the variable
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"dsbs sweep: error: {message} (--verbose for the traceback)", file=sys.stderr)

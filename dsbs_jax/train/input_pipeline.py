@@ -175,8 +175,9 @@ def get_mixture_or_task(name: str):
         close = difflib.get_close_matches(name, known, n=20, cutoff=0.6)
         raise DataError(
             f"SeqIO task or mixture {name!r} is not registered ({e}). Registered with similar names: "
-            f"{close or known[:20]}. Fix: set --gin.MIXTURE_OR_TASK_NAME, or import the module that "
-            "registers it (--gin.MIXTURE_OR_TASK_MODULE='tasks', with $DSBS_DATA_ROOT set).") from None
+            f"{close or known[:20]}. Fix: point $DSBS_DATA_ROOT at the directory holding the dataset's "
+            "manifest.json and import the tasks (--gin.MIXTURE_OR_TASK_MODULE='tasks'), or set "
+            "--gin.DATASET / --gin.MIXTURE_OR_TASK_NAME.") from None
 
 
 def build_dataset(config: DataConfig, *, shard_index: Optional[int] = None,

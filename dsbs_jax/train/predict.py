@@ -157,15 +157,13 @@ def write_jsonl(path: str, records: Iterable[Dict[str, Any]]) -> None:
 
 def _check_writable(path: str) -> None:
     """Fails before decoding, not after, when `--output` cannot be written."""
+    from dsbs_jax import flags
+
     if os.path.isdir(path):
         raise PredictError(f"--output {path}: is a directory; name a .jsonl file.")
-    existing = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise PredictError(f"--output {path}: {existing} is a file, so no directory can be made there.")
-    if not os.access(existing, os.W_OK):
-        raise PredictError(f"--output {path}: no write permission in {existing}.")
+    problem = flags.check_writable(os.path.dirname(os.path.abspath(path)), "--output")
+    if problem:
+        raise PredictError(problem)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,7 +1,7 @@
 """`dsbs demo`: Distilling step-by-step against standard finetuning on a laptop CPU, nothing downloaded.
 
-    dsbs demo --out dsbs_demo_out            # 20 min on 2 shared CPU cores at load ~10 (docs/results.md)
-    dsbs demo --quick                        # a reduced grid for tests
+    dsbs demo --out dsbs_demo_out            # 9 min on 2 CPU cores (17 min at load ~8; docs/results.md)
+    dsbs demo --quick                        # a reduced grid for tests, 1.5 min
     dsbs demo --teacher smollm2              # a real LLM (llama.cpp + SmolLM2-135M) writes the rationales
     dsbs demo --teacher http://127.0.0.1:8000 --teacher_model NAME   # any OpenAI-compatible server
 

@@ -485,7 +485,12 @@ def _train_loop(config: TrainConfig, model_config: T5Config, loss_config: LossCo
             last_eval = evaluator.evaluate(lambda: state.params, step)
             eval_metrics = evaluation.flatten_metrics(last_eval)
             metrics_log.write(step, eval_metrics)
-            bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in eval_metrics.items()))
+            line = f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in eval_metrics.items())
+            # tqdm.write prints even with the bar disabled; callers that hide the bar report results themselves.
+            if config.progress_bar:
+                bar.write(line)
+            else:
+                log.info(line)
         if step % config.checkpoint_period == 0 and not final:
             ckpt.save(state, data.state(), metrics=eval_metrics)
     bar.close()

@@ -40,6 +40,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per framework (after compile)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
     p.add_argument("--only", choices=("both", "jax", "torch"), default="both")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="compute dtype; bfloat16 = our T5Config.dtype (float32 params, softmax and loss) "
+                        "against PyTorch's torch.autocast('cpu', bfloat16) (float32 params)")
     p.add_argument("--breakdown", action="store_true",
                    help="also time forward+backward without the optimizer update on both sides")
     p.add_argument("--profile_dir", default=None, help="write a jax.profiler trace of 2 JAX steps here")
@@ -49,7 +52,7 @@ def _args() -> argparse.Namespace:
 def _config(args):
     from dsbs_jax.models.config import t5_1_1_config
 
-    overrides = {"vocab_size": args.vocab_size, "dropout_rate": 0.0}
+    overrides = {"vocab_size": args.vocab_size, "dropout_rate": 0.0, "dtype": args.dtype}
     if args.num_layers:
         overrides.update(num_encoder_layers=args.num_layers, num_decoder_layers=args.num_layers)
     return t5_1_1_config(args.size, **overrides)
@@ -143,9 +146,12 @@ def make_torch_step(config, args, update_params: bool = True):
                     warmup_init=False, clip_threshold=1.0, decay_rate=-0.8, beta1=None)
     inputs, targets, decoder_inputs = (torch.tensor(x, dtype=torch.long) for x in _batch(args))
 
+    autocast = args.dtype == "bfloat16"
+
     def step():
         opt.zero_grad(set_to_none=True)
-        out = model(input_ids=inputs, decoder_input_ids=decoder_inputs, labels=targets)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model(input_ids=inputs, decoder_input_ids=decoder_inputs, labels=targets)
         out.loss.backward()
         if update_params:
             opt.step()

@@ -52,6 +52,45 @@ def _constrain(x: Array, axes: Tuple[Optional[str], ...]) -> Array:
     return nn.with_logical_constraint(x, axes)
 
 
+@jax.custom_vjp
+def _cpu_matmul(x: Array, kernel: Array) -> Array:
+    return _cpu_matmul_fwd(x, kernel)[0]
+
+
+def _cpu_matmul_fwd(x: Array, kernel: Array):
+    w = kernel.astype(x.dtype)
+    y = jnp.dot(x, w, preferred_element_type=jnp.float32).astype(x.dtype)
+    # The backward GEMMs contract over the token axis (dW = x^T g) and the output axis (dx = g w^T).
+    # XLA:CPU runs those transposed-operand GEMMs 20-60 % slower than row-major ones, and falls
+    # back to float32 for bfloat16 ones; transposed copies made here (the barrier keeps XLA from
+    # folding them back into the dot) cost one pass over x and w and make every GEMM row-major.
+    return y, (lax.optimization_barrier(x.T), lax.optimization_barrier(w.T))
+
+
+def _cpu_matmul_bwd(residuals, g: Array):
+    x_t, w_t = residuals
+    dx = jnp.dot(g, w_t, preferred_element_type=jnp.float32).astype(g.dtype)
+    dw = jnp.dot(x_t, g, preferred_element_type=jnp.float32)
+    return dx, dw
+
+
+_cpu_matmul.defvjp(_cpu_matmul_fwd, _cpu_matmul_bwd)
+
+
+def matmul(x: Array, kernel: Array) -> Array:
+    """`x [..., in] @ kernel [in, out]` in `x.dtype` with float32 accumulation; float32 kernel gradient.
+
+    Same math everywhere. On CPU the GEMMs are arranged for XLA:CPU (see `_cpu_matmul_fwd`), which
+    also computes bfloat16 GEMMs natively only when they accumulate to float32
+    (benchmarks/RESULTS.md, "Training step ... bfloat16"); elsewhere XLA picks layouts itself.
+    """
+    if jax.default_backend() != "cpu":
+        return jnp.dot(x, kernel.astype(x.dtype), preferred_element_type=jnp.float32).astype(x.dtype)
+    lead = x.shape[:-1]
+    y = _cpu_matmul(x.reshape((-1, x.shape[-1])), kernel)
+    return y.reshape(lead + (kernel.shape[-1],))
+
+
 class DenseGeneral(nn.Module):
     """Bias-free linear map over `axis` of the input to output `features`.
 
@@ -74,6 +113,9 @@ class DenseGeneral(nn.Module):
         in_dims = tuple(inputs.shape[ax] for ax in axis)
         kernel = _param(self, "kernel", self.kernel_init,
                         (int(np.prod(in_dims)), int(np.prod(features))), self.kernel_axes)
+        if axis == tuple(range(inputs.ndim - len(axis), inputs.ndim)):  # trailing axes: one 2-D GEMM
+            flat = inputs.reshape(inputs.shape[:inputs.ndim - len(axis)] + (kernel.shape[0],))
+            return matmul(flat, kernel).reshape(flat.shape[:-1] + features)
         kernel = jnp.reshape(jnp.asarray(kernel, self.dtype), in_dims + features)
         return lax.dot_general(inputs, kernel, ((axis, tuple(range(len(axis)))), ((), ())))
 
@@ -312,7 +354,8 @@ class MultiHeadDotProductAttention(nn.Module):
             shape[-2] = 1
             keep = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, shape)
             weights = weights * (keep.astype(self.dtype) / jnp.asarray(keep_prob, self.dtype))
-        x = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(self.dtype))
+        x = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(self.dtype),
+                       preferred_element_type=jnp.float32).astype(self.dtype)
         return DenseGeneral(features=inputs_q.shape[-1], axis=(-2, -1), kernel_init=self.kernel_init,
                             kernel_axes=("joined_kv", "embed"), dtype=self.dtype, name="out")(x)
 

@@ -124,32 +124,55 @@ def make_jax_step(config, args, update_params: bool = True):
     return step, compile_s
 
 
-def make_torch_step(config, args, update_params: bool = True):
+def hf_t5_config(config):
+    """The `transformers.T5Config` with our config's dims (T5 1.1: gated-GELU, untied head, no dropout).
+
+    transformers >= 5 ties `lm_head` to `shared` whatever `tie_word_embeddings` says (with
+    `scale_decoder_outputs=False`, so the outputs match an untied head initialised to shared.T).
+    """
+    import transformers
+
+    return transformers.T5Config(
+        vocab_size=config.vocab_size, d_model=config.emb_dim, d_kv=config.head_dim, d_ff=config.mlp_dim,
+        num_layers=config.num_encoder_layers, num_decoder_layers=config.num_decoder_layers,
+        num_heads=config.num_heads, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+        dropout_rate=0.0, decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
+
+
+def make_torch_step(config, args, update_params: bool = True, device: str = "cpu", autocast_dtype=None):
     """Returns step(): one HF T5 forward/backward/Adafactor update on a fixed batch
-    (`update_params=False`: forward + backward only)."""
+    (`update_params=False`: forward + backward only).
+
+    `device` ("cpu", "cuda") holds the fp32 parameters and the batch; with `autocast_dtype`
+    (e.g. torch.bfloat16) the forward pass runs under `torch.autocast` (backward follows it).
+    """
+    import contextlib
+
     import torch
     import transformers
     from transformers.optimization import Adafactor
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    hf_config = transformers.T5Config(
-        vocab_size=config.vocab_size, d_model=config.emb_dim, d_kv=config.head_dim, d_ff=config.mlp_dim,
-        num_layers=config.num_encoder_layers, num_decoder_layers=config.num_decoder_layers,
-        num_heads=config.num_heads, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-        dropout_rate=0.0, decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
-    model = transformers.T5ForConditionalGeneration(hf_config).train()
+    model = transformers.T5ForConditionalGeneration(hf_t5_config(config)).to(device).train()
     opt = Adafactor(model.parameters(), lr=1e-3, scale_parameter=True, relative_step=False,
                     warmup_init=False, clip_threshold=1.0, decay_rate=-0.8, beta1=None)
-    inputs, targets, decoder_inputs = (torch.tensor(x, dtype=torch.long) for x in _batch(args))
+    inputs, targets, decoder_inputs = (torch.tensor(x, dtype=torch.long, device=device) for x in _batch(args))
+    device_type = torch.device(device).type
+
+    def forward_context():
+        if autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type, dtype=autocast_dtype)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        out = model(input_ids=inputs, decoder_input_ids=decoder_inputs, labels=targets)
+        with forward_context():
+            out = model(input_ids=inputs, decoder_input_ids=decoder_inputs, labels=targets)
         out.loss.backward()
         if update_params:
             opt.step()
-        return float(out.loss.detach())
+        return float(out.loss.detach())  # .item() waits for the device
 
     return step
 

@@ -125,10 +125,10 @@ def make_jax_step(config, args, update_params: bool = True):
 
 
 def hf_t5_config(config):
-    """The `transformers.T5Config` with our config's dims (T5 1.1: gated-GELU, untied head, no dropout).
+    """The `transformers.T5Config` with our config's dims (T5 1.1: gated-GELU, no dropout).
 
-    transformers >= 5 ties `lm_head` to `shared` whatever `tie_word_embeddings` says (with
-    `scale_decoder_outputs=False`, so the outputs match an untied head initialised to shared.T).
+    It asks for an untied head; transformers >= 5 ties `lm_head` to `shared` anyway (with
+    `scale_decoder_outputs=False`, so the outputs equal an untied head initialised to shared.T).
     """
     import transformers
 

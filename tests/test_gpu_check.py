@@ -22,6 +22,7 @@ SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import gpu_check  # noqa: E402  (stdlib + dsbs_jax.flags at import time)
+import gpu_check_report  # noqa: E402
 
 
 def _has_gpu() -> bool:
@@ -123,6 +124,7 @@ def test_dry_run_mfu_is_xla_cost_analysis_over_step_time(dry_run):
     assert tr["xla_flops"] == pytest.approx(cost["flops"], rel=1e-6)
 
     peak = result["peak"]["tflops"] * 1e12
+    assert (tr["model_flops_source"], tr["model_flops"]) == ("XLA cost analysis", tr["xla_flops"])
     assert tr["mfu_ours"] == pytest.approx(tr["xla_flops"] / tr["ours"]["median_s"] / peak, rel=1e-9)
     assert tr["mfu_hf"] == pytest.approx(tr["xla_flops"] / tr["hf"]["median_s"] / peak, rel=1e-9)
     rows = _table(markdown)
@@ -172,10 +174,32 @@ def test_bad_flag_one_line_exit_2(tmp_path, flag, value):
 
 
 def test_peak_table_lookup():
-    assert gpu_check.lookup_peak(["NVIDIA H100 80GB HBM3"]) == ("H100 SXM", 989.0)
-    assert gpu_check.lookup_peak(["NVIDIA H100 PCIe"]) == ("H100 PCIe", 756.0)
-    assert gpu_check.lookup_peak(["NVIDIA H200"]) == ("H200", 989.0)
-    assert gpu_check.lookup_peak(["NVIDIA A100-SXM4-80GB"]) == ("A100", 312.0)
-    assert gpu_check.lookup_peak(["NVIDIA L40S"]) == ("L40S", 362.0)
-    assert gpu_check.lookup_peak(["NVIDIA L4"]) == ("L4", 121.0)
-    assert gpu_check.lookup_peak(["", "cpu"]) is None
+    assert gpu_check_report.lookup_peak(["NVIDIA H100 80GB HBM3"]) == ("H100 SXM", 989.0)
+    assert gpu_check_report.lookup_peak(["NVIDIA H100 PCIe"]) == ("H100 PCIe", 756.0)
+    assert gpu_check_report.lookup_peak(["NVIDIA H200"]) == ("H200", 989.0)
+    assert gpu_check_report.lookup_peak(["NVIDIA A100-SXM4-80GB"]) == ("A100", 312.0)
+    assert gpu_check_report.lookup_peak(["NVIDIA L40S"]) == ("L40S", 362.0)
+    assert gpu_check_report.lookup_peak(["NVIDIA L4"]) == ("L4", 121.0)
+    assert gpu_check_report.lookup_peak(["", "cpu"]) is None
+
+
+def test_failed_stage_keeps_the_other_rows():
+    """A stage that raised (e.g. out of memory) becomes one table row; the others still render."""
+    import platform
+
+    args = gpu_check.parse_args(["--dry_run", "--out", "/tmp/unused.md"])
+    stages = gpu_check.Stages()
+    oom = gpu_check._attempt("train", lambda: (_ for _ in ()).throw(MemoryError("CUDA out of memory. Tried 2 GiB")),
+                             stages, verbose=False)
+    decode = {"ours": gpu_check._stats([0.5, 0.25]), "hf": gpu_check._stats([1.0]), "compile_s": 3.0,
+              "new_tokens": 4, "agreement": 0.75, "rows_identical": 0.5}
+    device = type("Dev", (), {"platform": "cpu", "id": 0, "device_kind": platform.machine()})()
+    result = gpu_check_report.summarize(args, "CPU", device, stages.seconds, 1.0, oom, decode,
+                                        {"measured_tflops": 0.5})
+    text = gpu_check_report.render(result)
+    rows = _table(text)
+    assert rows["train step"][0].startswith("failed: setup: MemoryError: CUDA out of memory")
+    assert "try a smaller --batch" in rows["train step"][0] and rows["train step"][4] == "**no**"
+    assert rows["decode tokens/s, best call"][:3] == ["32.0", "8.0", "4.00x"]  # 2 rows x 4 tokens / best 0.25 s
+    assert result["met"] == {"mfu": False, "speedup": False}
+    assert list(result["errors"]) == ["train"]

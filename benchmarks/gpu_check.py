@@ -27,9 +27,10 @@ gin-config (a no-op `gin.configurable` stands in when gin is absent), synthetic 
    `--decode_tokens` tokens per row. Both sides hold the same random weights (HF's, converted
    with `hf_convert.hf_to_t5x_params`). HF runs with bf16 weights (`model.to(bfloat16)`, as one
    serves with PyTorch, rather than re-casting fp32 weights under autocast at every step); ours
-   keeps fp32 parameters and computes in bf16, i.e. multiplies by the same rounded weights. The EOS row of the output embedding is zeroed so that EOS is never the
-   argmax and `min_new_tokens` changes nothing; ours runs with an EOS id that never occurs. The
-   token agreement fraction is reported, not enforced (bf16 rounding may flip near-ties).
+   keeps fp32 parameters and computes in bf16, i.e. multiplies by the same rounded weights.
+   The EOS row of the output embedding is zeroed so that EOS is never the argmax and
+   `min_new_tokens` changes nothing; ours runs with an EOS id that never occurs. The token
+   agreement fraction is reported, not enforced (bf16 rounding may flip near-ties).
 4. A markdown table (`--out`) and the same numbers as JSON (`--json`), with the issue-15 targets
    (MFU >= 45 %, >= 1.3x PyTorch eager).
 

@@ -73,7 +73,7 @@ _SIZED_DEFAULTS = {
     "input_len": (512, 16),
     "target_len": (128, 8),
     "warmup": (3, 1),
-    "steps": (20, 1),
+    "steps": (30, 1),
     "decode_tokens": (128, 4),
     "decode_repeats": (3, 1),
     "matmul_n": (8192, 256),
@@ -97,7 +97,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--input_len", type=pos, default=None, help="train and decode input tokens (default 512)")
     p.add_argument("--target_len", type=pos, default=None, help="train target tokens (default 128)")
     p.add_argument("--warmup", type=flags.int_at_least(0), default=None, help="untimed steps per side (3)")
-    p.add_argument("--steps", type=pos, default=None, help="timed train steps per side (20)")
+    p.add_argument("--steps", type=pos, default=None, help="timed train steps per side (30)")
     p.add_argument("--decode_tokens", type=pos, default=None, help="new tokens per row when decoding (128)")
     p.add_argument("--decode_repeats", type=pos, default=None, help="timed generate calls per side (3)")
     p.add_argument("--matmul_n", type=pos, default=None, help="n of the n^3 bf16 matmul rate (8192)")

@@ -176,7 +176,7 @@ def _devices(dry_run: bool) -> Tuple[Any, str, str]:
             pass
         return jax.devices("cpu")[0], "cpu", f"CPU ({cpu}, {os.cpu_count()} cores)"
     backend = jax.default_backend()
-    if backend != "gpu":
+    if backend not in ("gpu", "cuda"):  # JAX names its CUDA platform "gpu"
         raise CheckError(f"JAX {jax.__version__} sees no GPU (default backend {backend!r}); install jax[cuda12] "
                          "on this machine or pass --dry_run")
     import torch

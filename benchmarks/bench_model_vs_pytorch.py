@@ -3,7 +3,8 @@
     python benchmarks/bench_model_vs_pytorch.py                    # REFERENCE.md CPU anchor dims
     python benchmarks/bench_model_vs_pytorch.py --size tiny --steps 5   # smoke run, seconds
 
-One step = forward + backward + optimizer update on a fixed batch, fp32, with the same
+One step = forward + backward + optimizer update on a fixed batch, in float32 and in bfloat16
+compute (float32 parameters; PyTorch under `torch.autocast`), with the same
 optimizer family on both sides: Adafactor (factored second moments, decay 0.8, update
 clipping 1.0, parameter-scale-relative updates, no momentum, lr 1e-3) as `optax.adafactor`
 vs `transformers.optimization.Adafactor`. Loss: mean token cross-entropy over the targets.
@@ -40,19 +41,25 @@ def _args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per framework (after compile)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
     p.add_argument("--only", choices=("both", "jax", "torch"), default="both")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                   help="compute dtype; bfloat16 = our T5Config.dtype (float32 params, softmax and loss) "
-                        "against PyTorch's torch.autocast('cpu', bfloat16) (float32 params)")
+    p.add_argument("--dtypes", default="float32,bfloat16",
+                   help="compute dtypes, comma-separated, all timed in one interleaved loop: bfloat16 = our "
+                        "T5Config.dtype (float32 params, softmax, logits and loss) against PyTorch's "
+                        "torch.autocast('cpu', bfloat16) (float32 params)")
     p.add_argument("--breakdown", action="store_true",
                    help="also time forward+backward without the optimizer update on both sides")
     p.add_argument("--profile_dir", default=None, help="write a jax.profiler trace of 2 JAX steps here")
-    return p.parse_args()
+    args = p.parse_args()
+    args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    bad = [d for d in args.dtypes if d not in ("float32", "bfloat16")]
+    if bad or not args.dtypes:
+        p.error(f"--dtypes {','.join(bad) or '(empty)'}: expected float32 and/or bfloat16, comma-separated")
+    return args
 
 
-def _config(args):
+def _config(args, dtype: str = "float32"):
     from dsbs_jax.models.config import t5_1_1_config
 
-    overrides = {"vocab_size": args.vocab_size, "dropout_rate": 0.0, "dtype": args.dtype}
+    overrides = {"vocab_size": args.vocab_size, "dropout_rate": 0.0, "dtype": dtype}
     if args.num_layers:
         overrides.update(num_encoder_layers=args.num_layers, num_decoder_layers=args.num_layers)
     return t5_1_1_config(args.size, **overrides)
@@ -127,35 +134,55 @@ def make_jax_step(config, args, update_params: bool = True):
     return step, compile_s
 
 
-def make_torch_step(config, args, update_params: bool = True):
+def hf_t5_config(config):
+    """The `transformers.T5Config` with our config's dims (T5 1.1: gated-GELU, no dropout).
+
+    It asks for an untied head; transformers >= 5 ties `lm_head` to `shared` anyway (with
+    `scale_decoder_outputs=False`, so the outputs equal an untied head initialised to shared.T).
+    """
+    import transformers
+
+    return transformers.T5Config(
+        vocab_size=config.vocab_size, d_model=config.emb_dim, d_kv=config.head_dim, d_ff=config.mlp_dim,
+        num_layers=config.num_encoder_layers, num_decoder_layers=config.num_decoder_layers,
+        num_heads=config.num_heads, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+        dropout_rate=0.0, decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
+
+
+def make_torch_step(config, args, update_params: bool = True, device: str = "cpu", autocast_dtype=None):
     """Returns step(): one HF T5 forward/backward/Adafactor update on a fixed batch
-    (`update_params=False`: forward + backward only)."""
+    (`update_params=False`: forward + backward only).
+
+    `device` ("cpu", "cuda") holds the fp32 parameters and the batch; with `autocast_dtype`
+    (e.g. torch.bfloat16) the forward pass runs under `torch.autocast` (backward follows it).
+    """
+    import contextlib
+
     import torch
     import transformers
     from transformers.optimization import Adafactor
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    hf_config = transformers.T5Config(
-        vocab_size=config.vocab_size, d_model=config.emb_dim, d_kv=config.head_dim, d_ff=config.mlp_dim,
-        num_layers=config.num_encoder_layers, num_decoder_layers=config.num_decoder_layers,
-        num_heads=config.num_heads, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-        dropout_rate=0.0, decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
-    model = transformers.T5ForConditionalGeneration(hf_config).train()
+    model = transformers.T5ForConditionalGeneration(hf_t5_config(config)).to(device).train()
     opt = Adafactor(model.parameters(), lr=1e-3, scale_parameter=True, relative_step=False,
                     warmup_init=False, clip_threshold=1.0, decay_rate=-0.8, beta1=None)
-    inputs, targets, decoder_inputs = (torch.tensor(x, dtype=torch.long) for x in _batch(args))
+    inputs, targets, decoder_inputs = (torch.tensor(x, dtype=torch.long, device=device) for x in _batch(args))
+    device_type = torch.device(device).type
 
-    autocast = args.dtype == "bfloat16"
+    def forward_context():
+        if autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type, dtype=autocast_dtype)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with forward_context():
             out = model(input_ids=inputs, decoder_input_ids=decoder_inputs, labels=targets)
         out.loss.backward()
         if update_params:
             opt.step()
-        return float(out.loss.detach())
+        return float(out.loss.detach())  # .item() waits for the device
 
     return step
 
@@ -169,23 +196,30 @@ def _loadavg() -> str:
 
 def main() -> None:
     args = _args()
-    config = _config(args)
     tokens = args.batch * (args.input_len + args.target_len)
-    print(f"config: {config}")
+    print(f"config: {_config(args)}")
     print(f"batch {args.batch} x ({args.input_len} in + {args.target_len} out) = {tokens} tokens/step; "
-          f"cpus={os.cpu_count()} torch_threads={args.threads} host={platform.node()} "
+          f"dtypes {args.dtypes}; cpus={os.cpu_count()} torch_threads={args.threads} host={platform.node()} "
           f"load(1/5/15m) before: {_loadavg()}")
     steps = {}
-    if args.only in ("both", "jax"):
-        steps["jax"], compile_s = make_jax_step(config, args)
-        print(f"jax compile: {compile_s:.1f}s")
-    if args.only in ("both", "torch"):
-        steps["torch"] = make_torch_step(config, args)
-    if args.breakdown:
+    for dtype in args.dtypes:
+        config = _config(args, dtype)
+        autocast = None
+        if dtype == "bfloat16":
+            import torch
+
+            autocast = torch.bfloat16
         if args.only in ("both", "jax"):
-            steps["jax_fwd_bwd"], _ = make_jax_step(config, args, update_params=False)
+            steps[f"jax_{dtype}"], compile_s = make_jax_step(config, args)
+            print(f"jax {dtype} compile: {compile_s:.1f}s")
         if args.only in ("both", "torch"):
-            steps["torch_fwd_bwd"] = make_torch_step(config, args, update_params=False)
+            steps[f"torch_{dtype}"] = make_torch_step(config, args, autocast_dtype=autocast)
+        if args.breakdown:
+            if args.only in ("both", "jax"):
+                steps[f"jax_fwd_bwd_{dtype}"], _ = make_jax_step(config, args, update_params=False)
+            if args.only in ("both", "torch"):
+                steps[f"torch_fwd_bwd_{dtype}"] = make_torch_step(config, args, update_params=False,
+                                                                  autocast_dtype=autocast)
     losses = {}
     for name, step in steps.items():
         for _ in range(args.warmup):
@@ -210,16 +244,19 @@ def main() -> None:
         print(f"{name:13s}: median {med:.3f}s/step (min {min(ts):.3f}, max {max(ts):.3f}; "
               f"cpu {statistics.median(cpu[name]):.2f}s/step) = {tokens / med:.0f} tokens/s "
               f"(best step {tokens / min(ts):.0f}); last loss {losses[name]:.3f}")
-    for ours, theirs in (("jax", "torch"), ("jax_fwd_bwd", "torch_fwd_bwd")):
+    pairs = [(f"{kind}_{d}".replace("torch", "jax", 1), f"{kind}_{d}") for d in args.dtypes
+             for kind in ("torch", "torch_fwd_bwd")]
+    for ours, theirs in pairs:
         if ours in result and theirs in result:
             print(f"ratio {ours}/{theirs} (tokens/s): median {result[ours][0] / result[theirs][0]:.2f}, "
                   f"best-step {result[ours][1] / result[theirs][1]:.2f}")
-    if args.profile_dir and "jax" in steps:
+    profiled = f"jax_{args.dtypes[0]}"
+    if args.profile_dir and profiled in steps:
         import jax
 
         with jax.profiler.trace(args.profile_dir):
-            steps["jax"]()
-            steps["jax"]()
+            steps[profiled]()
+            steps[profiled]()
         print(f"jax profile written to {args.profile_dir}")
 
 

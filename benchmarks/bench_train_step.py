@@ -120,6 +120,7 @@ def make_our_step(config, args):
         holder["state"], metrics = step_fn(holder["state"], batch)
         return float(metrics["targets/loss"])
 
+    step.holder = holder  # gpu_check blocks on the whole updated state, not only the loss
     return step, flops, six_n, compile_s
 
 

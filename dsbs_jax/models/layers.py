@@ -60,16 +60,16 @@ def _cpu_matmul(x: Array, kernel: Array) -> Array:
 def _cpu_matmul_fwd(x: Array, kernel: Array):
     w = kernel.astype(x.dtype)
     y = jnp.dot(x, w, preferred_element_type=jnp.float32).astype(x.dtype)
-    # The backward GEMMs contract over the token axis (dW = x^T g) and the output axis (dx = g w^T).
-    # XLA:CPU runs those transposed-operand GEMMs 20-60 % slower than row-major ones, and falls
-    # back to float32 for bfloat16 ones; transposed copies made here (the barrier keeps XLA from
-    # folding them back into the dot) cost one pass over x and w and make every GEMM row-major.
-    return y, (lax.optimization_barrier(x.T), lax.optimization_barrier(w.T))
+    # The kernel gradient dW = x^T g contracts over the token axis; XLA:CPU runs that
+    # transposed-operand GEMM 10-40 % slower than a row-major one (benchmarks/RESULTS.md), so the
+    # forward keeps x^T instead of x (one pass over the activations; the barrier keeps XLA from
+    # folding the transpose back into the dot).
+    return y, (lax.optimization_barrier(x.T), w)
 
 
 def _cpu_matmul_bwd(residuals, g: Array):
-    x_t, w_t = residuals
-    dx = jnp.dot(g, w_t, preferred_element_type=jnp.float32).astype(g.dtype)
+    x_t, w = residuals
+    dx = lax.dot_general(g, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32).astype(g.dtype)
     dw = jnp.dot(x_t, g, preferred_element_type=jnp.float32)
     return dx, dw
 
@@ -80,11 +80,11 @@ _cpu_matmul.defvjp(_cpu_matmul_fwd, _cpu_matmul_bwd)
 def matmul(x: Array, kernel: Array) -> Array:
     """`x [..., in] @ kernel [in, out]` in `x.dtype` with float32 accumulation; float32 kernel gradient.
 
-    Same math everywhere. On CPU the GEMMs are arranged for XLA:CPU (see `_cpu_matmul_fwd`), which
-    also computes bfloat16 GEMMs natively only when they accumulate to float32
-    (benchmarks/RESULTS.md, "Training step ... bfloat16"); elsewhere XLA picks layouts itself.
+    Same math everywhere. XLA:CPU computes bfloat16 GEMMs natively only when they accumulate to
+    float32 (a bfloat16-output dot runs as a float32 one, at half the rate), and on CPU the
+    backward's GEMMs are arranged for it (`_cpu_matmul_fwd`); elsewhere XLA picks layouts itself.
     """
-    if jax.default_backend() != "cpu":
+    if jax.default_backend() != "cpu" or kernel.dtype != jnp.float32:
         return jnp.dot(x, kernel.astype(x.dtype), preferred_element_type=jnp.float32).astype(x.dtype)
     lead = x.shape[:-1]
     y = _cpu_matmul(x.reshape((-1, x.shape[-1])), kernel)

@@ -12,6 +12,10 @@ Deliberate differences from T5X (same parameters, same math):
   `vocab / emb_dim` times more FLOPs than the lookup on CPU/GPU.
 * `RelativePositionBiases` gathers bias rows (bucket ids are static numpy constants) instead
   of T5X's one-hot contraction, and accepts explicit per-token positions (packed examples).
+* `DenseGeneral` over trailing axes is one 2-D GEMM (`matmul`) that accumulates in float32 and
+  casts to the activation dtype (T5X's bfloat16 `dot_general` does the same on TPU; XLA:CPU runs
+  a bfloat16-output GEMM in float32 instead). On CPU its backward is a custom VJP with row-major
+  GEMMs (same gradients, benchmarks/RESULTS.md).
 * The softmax over attention logits is computed in float32 whatever the activation dtype
   (T5X does that only with `float32_attention_logits=True`).
 * The autoregressive cache stores keys/values as `[batch, length, heads, head_dim]` and writes

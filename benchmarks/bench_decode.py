@@ -73,6 +73,8 @@ def _args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip_hf", action="store_true", help="ours only (no identical-tokens check)")
     p.add_argument("--skip_limits", action="store_true", help="no bandwidth / matmul-peak measurement")
     p.add_argument("--bandwidth_mb", type=int, default=1536, help="array size of the bandwidth test")
+    p.add_argument("--matmul_size", type=int, default=2048, help="n of the n^3 peak-matmul test")
+    p.add_argument("--matmul_gflop", type=float, default=20.0, help="work per timed call of the matmul tests")
     p.add_argument("--skip_decode", action="store_true", help="only the --predict part")
     p.add_argument("--predict", action="store_true", help="also measure `dsbs predict` end to end")
     p.add_argument("--predict_records", type=int, default=256)
@@ -128,20 +130,19 @@ def measure_bandwidth(mb: int, reps: int = 5) -> Dict[str, float]:
     import numpy as np
 
     n = mb * (1 << 20) // 4
-    a = np.ones(n, np.float32)
-    b = np.empty_like(a)
-    out = {"numpy copy (read+write)": 2 * a.nbytes / _best(lambda: np.copyto(b, a), reps),
-           "numpy sum (read)": a.nbytes / _best(lambda: a.sum(), reps)}
-    del b
-    x = jnp.asarray(a)
-    del a
+    src = np.ones(n, np.float32)
+    dst = np.empty_like(src)
+    nbytes = src.nbytes
+    out = {"numpy copy (read+write)": 2 * nbytes / _best(lambda: np.copyto(dst, src), reps),
+           "numpy sum (read)": nbytes / _best(src.sum, reps)}
+    on_device = jnp.asarray(src)
+    src = dst = None  # free the host copies before the next test
     total = jax.jit(jnp.sum)
-    out["jax jnp.sum (read)"] = x.nbytes / _best(lambda: total(x).block_until_ready(), reps)
-    del x
+    out["jax jnp.sum (read)"] = nbytes / _best(lambda: total(on_device).block_until_ready(), reps)
     return {k: v / 1e9 for k, v in out.items()}
 
 
-def measure_matmul(shapes: List[tuple], reps: int = 5) -> Dict[str, float]:
+def measure_matmul(shapes: List[tuple], gflop: float, reps: int = 5) -> Dict[str, float]:
     """GFLOP/s of jitted fp32 matmuls [m,k] x [k,n]; small ones run `inner` times inside one call."""
     import jax
     import jax.numpy as jnp
@@ -150,7 +151,7 @@ def measure_matmul(shapes: List[tuple], reps: int = 5) -> Dict[str, float]:
     out = {}
     for m, k, n in shapes:
         flops = 2.0 * m * k * n
-        inner = max(1, int(2e10 // flops))  # ~20 GFLOP per timed call
+        inner = max(1, int(gflop * 1e9 // flops))
         a = jax.random.normal(jax.random.PRNGKey(0), (inner, m, k), jnp.float32)
         b = jax.random.normal(jax.random.PRNGKey(1), (k, n), jnp.float32)
 
@@ -235,8 +236,9 @@ def make_hf(params, config, new_tokens: int, threads: int, workdir: str) -> Call
 
     torch.set_num_threads(threads)
     directory = export.export_hf(params, config, os.path.join(workdir, "hf"))
-    model = transformers.T5ForConditionalGeneration.from_pretrained(directory, torch_dtype=torch.float32).eval()
+    # (transformers 5 logs that it keeps the exported lm_head apart from the embedding: expected.)
     transformers.logging.set_verbosity_error()
+    model = transformers.T5ForConditionalGeneration.from_pretrained(directory, dtype=torch.float32).eval()
 
     def run(tokens):
         ids = torch.from_numpy(np.asarray(tokens, np.int64))
@@ -402,7 +404,7 @@ def bench_predict(args, config, params, workdir: str) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------
-def _fmt(x: float, digits: int = 2) -> str:
+def _fmt(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if isinstance(x, float) and math.isfinite(x) else str(x)
 
 
@@ -471,8 +473,9 @@ def main(argv=None) -> int:
         if not args.skip_limits and not args.skip_decode:
             limits["bandwidth"] = measure_bandwidth(args.bandwidth_mb)
             widest = max(int(b) for b in args.batches.split(","))
-            limits["matmul"] = measure_matmul([(2048, 2048, 2048), (widest, config.emb_dim, config.mlp_dim),
-                                               (widest, config.emb_dim, config.vocab_size)])
+            n = args.matmul_size
+            limits["matmul"] = measure_matmul([(n, n, n), (widest, config.emb_dim, config.mlp_dim),
+                                               (widest, config.emb_dim, config.vocab_size)], args.matmul_gflop)
             print(json.dumps(limits), flush=True)
         pred = bench_predict(args, config, params, workdir) if args.predict else None
     text = report(args, config, rows, limits, pred)

@@ -361,14 +361,21 @@ def bench_predict(args, config, params, workdir: str) -> Dict[str, Any]:
             rows[i, :len(x)] = x
         batches.append(rows)
 
-    def raw():
+    def raw(batches):
         return [np.asarray(decoding.generate(loaded, model_config, b, method="greedy",
                                              max_decode_length=args.new_tokens)) for b in batches]
 
-    raw()  # compile
+    raw(batches[:1])  # compile
     t0 = time.perf_counter()
-    raw()
+    raw_tokens = raw(batches)
     out["raw_generate_s"] = time.perf_counter() - t0
+    # What `dsbs predict` did before length bucketing: every batch padded to the run's input length.
+    full = [np.pad(b, ((0, 0), (0, args.predict_input_length - longest))) for b in batches]
+    raw(full[:1])
+    t0 = time.perf_counter()
+    full_tokens = raw(full)
+    out["raw_generate_full_length_s"] = time.perf_counter() - t0
+    out["full_length_same_tokens"] = all(np.array_equal(a, b) for a, b in zip(raw_tokens, full_tokens))
 
     def in_process() -> float:
         t0 = time.perf_counter()
@@ -449,6 +456,10 @@ def report(args, config, rows, limits, pred) -> str:
                   "", "| path | seconds | examples/s | / raw generate |", "|---|---|---|---|",
                   f"| raw `decoding.generate` (same ids, padded to {p['input_tokens_max']}) | {p['raw_generate_s']:.2f} | "
                   f"{p['raw_examples_per_s']:.2f} | 1.00 |",
+                  f"| raw `decoding.generate`, padded to the run's {p['max_input_length']} (the old predict's work; same "
+                  f"tokens: {p['full_length_same_tokens']}) | {p['raw_generate_full_length_s']:.2f} | "
+                  f"{p['records'] / p['raw_generate_full_length_s']:.2f} | "
+                  f"{p['raw_generate_s'] / p['raw_generate_full_length_s']:.2f} |",
                   f"| `predict.main` warm (restore + tokenize + decode + write) | {p['predict_warm_s']:.2f} | "
                   f"{p['predict_examples_per_s']:.2f} | {p['predict_over_raw']:.2f} |",
                   f"| of which checkpoint restore | {p['restore_s']:.2f} | | |",

@@ -37,8 +37,9 @@ def test_bench_decode_tiny(tmp_path, release_dir):
     assert len(data["limits"]["matmul"]) == 3 and all(map(_positive, data["limits"]["matmul"].values()))
     pred = data["predict"]
     assert pred["records"] == 6 and pred["predict_output_ok"] is True and pred["cli_output_same"] is True
-    for key in ("raw_generate_s", "predict_warm_s", "predict_cold_s", "restore_s", "cli_s", "raw_examples_per_s",
-                "predict_examples_per_s", "predict_over_raw"):
+    assert pred["full_length_same_tokens"] is True
+    for key in ("raw_generate_s", "raw_generate_full_length_s", "predict_warm_s", "predict_cold_s", "restore_s",
+                "cli_s", "raw_examples_per_s", "predict_examples_per_s", "predict_over_raw"):
         assert _positive(pred[key]), (key, pred[key])
     # The printed table has the rows too.
     for line in ("| 1 | ", "| 2 | ", "| raw `decoding.generate`", "| `predict.main` warm", "| `dsbs predict` CLI"):

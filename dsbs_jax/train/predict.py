@@ -87,9 +87,11 @@ def generate_texts(params: Any, model_config: Any, vocab: Any, texts: Sequence[s
     masked out of attention; tests/test_predict.py checks it), with less work: inputs are sorted by
     length (longest first, so the largest shape compiles and runs first) and each batch is padded to
     its `bucket_length`; every batch has `batch_size` rows (the last one filled with empty inputs),
-    so a partial batch needs no compile of its own. Batch k+1 is dispatched before batch k's tokens
-    are fetched and detokenized (JAX's async dispatch), so host work overlaps the decoding.
+    so a partial batch needs no compile of its own. Batch k+1 is dispatched as soon as batch k is
+    decoded and before its tokens are fetched and detokenized (JAX's async dispatch), so host work
+    overlaps the decoding.
     """
+    import jax
     from tqdm import tqdm
 
     from dsbs_jax.models import decoding
@@ -110,6 +112,10 @@ def generate_texts(params: Any, model_config: Any, vocab: Any, texts: Sequence[s
         inputs[:, 0] = 1  # filler rows of a partial batch: the empty input (EOS only)
         for r, i in enumerate(indices):
             inputs[r, : len(ids[i])] = ids[i]
+        if pending is not None:
+            # One decode at a time: two in flight share the cores and ran slower than one after the
+            # other (anchor dims, batch 32); batch k's detokenizing still overlaps batch k+1's decode.
+            jax.block_until_ready(pending[1])
         tokens = decoding.generate(params, model_config, inputs, method="greedy",
                                    max_decode_length=max_decode_length)
         if pending is not None:

@@ -36,7 +36,8 @@ from the CQA test split. Timed: `predict.main` in-process (read JSONL, restore, 
 detokenize, write JSONL), cold (with compiles) and warm; the checkpoint restore alone; the CLI
 once as a subprocess (start-up = its wall time - the cold in-process time); and the raw
 `decoding.generate` rate on the same token ids, batch size and decode length (batches in file
-order, each padded to the longest input of the file).
+order, each padded to the longest input of the file), and again padded to the run's full input
+length (what `dsbs predict` decoded before it bucketed lengths; the tokens must agree).
 
 Torch uses `--threads` intra-op threads (default: all cores); XLA its default CPU thread pool.
 """

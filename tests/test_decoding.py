@@ -223,3 +223,16 @@ def test_jitted_decoder_is_reused(params):
     assert decoding._compiled.cache_info().hits == 1 and decoding._compiled.cache_info().misses == 1
     with pytest.raises(ValueError, match="method"):
         decoding.generate(params, CFG, enc, method="nucleus", max_decode_length=4)
+
+
+def test_argmax_equals_jnp_argmax_on_ties_nans_and_infs():
+    x = np.random.default_rng(0).normal(size=(6, 9)).astype(np.float32)
+    x[1, 3] = x[1, 5] = x[1].max() + 1  # tie: the first maximum wins
+    x[2, 4] = x[2, 6] = np.nan  # a NaN wins, the first one
+    x[3, :] = -np.inf
+    x[4, 2] = np.inf
+    x[5, :] = 0.0
+    got = np.asarray(decoding._argmax(jnp.asarray(x)))
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, np.asarray(jnp.argmax(jnp.asarray(x), axis=-1)))
+    assert list(got[1:6]) == [3, 4, 0, 2, 0]

@@ -74,6 +74,18 @@ def _is_cross_attention(path) -> bool:
     return any(getattr(k, "key", None) == "encoder_decoder_attention" for k in path)
 
 
+def _argmax(logits: Array) -> Array:
+    """`jnp.argmax(logits, -1)` as int32 (first maximum; first NaN if any), in two plain reductions.
+
+    XLA:CPU lowers argmax to one variadic (value, index) reduction that it does not vectorise:
+    4.7 ms for [64, 32128] float32 against 1.7 ms for this max + masked-iota min (2 cores).
+    """
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    iota = lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    hit = (logits == top) | jnp.isnan(logits)  # max is NaN iff a NaN is present: argmax picks the first one
+    return jnp.min(jnp.where(hit, iota, logits.shape[-1]), axis=-1)
+
+
 def _top_k_mask(logits: Array, k: int) -> Array:
     kth = lax.top_k(logits, k)[0][..., -1:]
     return jnp.where(logits < kth, NEG_INF, logits)
@@ -94,15 +106,14 @@ def _sample_loop(params, config, encoder_input_tokens, temperature, rng, *, max_
         i, seqs, token, ended, cache, rng = state
         logits, cache = step(params, cache, encoded, encoder_input_tokens, token, max_len)
         if greedy:
-            next_token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+            next_token = _argmax(logits)
         else:
             rng, sub = jax.random.split(rng)
             scaled = logits / jnp.maximum(temperature, MIN_TEMPERATURE)
             if top_k:
                 scaled = _top_k_mask(scaled, top_k)
             sampled = jax.random.categorical(sub, scaled).astype(jnp.int32)
-            next_token = jnp.where(temperature > MIN_TEMPERATURE, sampled,
-                                   jnp.argmax(logits, axis=-1).astype(jnp.int32))
+            next_token = jnp.where(temperature > MIN_TEMPERATURE, sampled, _argmax(logits))
         next_token = jnp.where(ended, 0, next_token)
         seqs = lax.dynamic_update_slice(seqs, next_token[:, None], (0, i))
         return i + 1, seqs, next_token, ended | (next_token == eos_id), cache, rng

@@ -50,36 +50,79 @@ def read_jsonl(path: str, input_field: str) -> List[Dict[str, Any]]:
     return records
 
 
-def _encode(vocab: Any, texts: Sequence[str], max_len: int) -> np.ndarray:
-    """int32 [n, max_len]: ids + EOS (1), truncated like SeqIO's append_eos_after_trim, 0-padded.
+def _encode_ids(vocab: Any, text: str, max_len: int) -> List[int]:
+    """Ids + EOS (1), truncated like SeqIO's append_eos_after_trim.
 
     `</s>` in a text becomes the EOS id, as in the SeqIO tasks (`data.vocab.encode_text`).
     """
     from dsbs_jax.data.vocab import encode_text
 
-    rows = np.zeros((len(texts), max_len), np.int32)
-    for i, text in enumerate(texts):
-        ids = encode_text(vocab, text)[: max_len - 1] + [1]
-        rows[i, : len(ids)] = ids
-    return rows
+    return encode_text(vocab, text)[: max_len - 1] + [1]
+
+
+# Shortest padded input length. Batches are padded to the smallest power of two (>= this)
+# holding their longest input, capped at max_input_length: short inputs do not pay for the
+# run's full input length, and at most ~log2(max_input_length / 16) + 1 shapes are compiled.
+MIN_BUCKET = 16
+
+
+def bucket_length(longest: int, max_input_length: int) -> int:
+    """Padded length of a batch whose longest input has `longest` tokens."""
+    length = MIN_BUCKET
+    while length < longest:
+        length *= 2
+    return min(length, max_input_length)
+
+
+def _decode_row(vocab: Any, row: List[int]) -> str:
+    row = row[: row.index(1)] if 1 in row else row
+    return vocab.decode([t for t in row if t > 0])
 
 
 def generate_texts(params: Any, model_config: Any, vocab: Any, texts: Sequence[str], *, batch_size: int,
                    max_input_length: int, max_decode_length: int, desc: str = "decode") -> List[str]:
-    """Greedy-decodes each text; returns decoded strings in order."""
+    """Greedy-decodes each text; returns decoded strings in input order.
+
+    The same outputs as decoding each input padded to `max_input_length` in file order (padding is
+    masked out of attention; tests/test_predict.py checks it), with less work: inputs are sorted by
+    length (longest first, so the largest shape compiles and runs first) and each batch is padded to
+    its `bucket_length`; every batch has `batch_size` rows (the last one filled with empty inputs),
+    so a partial batch needs no compile of its own. Batch k+1 is dispatched as soon as batch k is
+    decoded and before its tokens are fetched and detokenized (JAX's async dispatch), so host work
+    overlaps the decoding.
+    """
+    import jax
     from tqdm import tqdm
 
     from dsbs_jax.models import decoding
 
-    out: List[str] = []
-    for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch"):
-        chunk = list(texts[start:start + batch_size])
-        inputs = _encode(vocab, chunk + [""] * (batch_size - len(chunk)), max_input_length)
-        tokens = np.asarray(decoding.generate(params, model_config, inputs, method="greedy",
-                                              max_decode_length=max_decode_length))
-        for row in tokens[: len(chunk)].tolist():
-            row = row[: row.index(1)] if 1 in row else row
-            out.append(vocab.decode([t for t in row if t > 0]))
+    ids = [_encode_ids(vocab, text, max_input_length) for text in texts]
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # stable: ties keep input order
+    rows_per_batch = min(batch_size, len(ids))
+    out: List[Optional[str]] = [None] * len(ids)
+
+    def collect(indices: List[int], tokens: Any) -> None:
+        for i, row in zip(indices, np.asarray(tokens)[: len(indices)].tolist()):
+            out[i] = _decode_row(vocab, row)
+
+    pending = None
+    for start in tqdm(range(0, len(order), rows_per_batch), desc=desc, unit="batch"):
+        indices = order[start:start + rows_per_batch]
+        inputs = np.zeros((rows_per_batch, bucket_length(len(ids[indices[0]]), max_input_length)), np.int32)
+        inputs[:, 0] = 1  # filler rows of a partial batch: the empty input (EOS only)
+        for r, i in enumerate(indices):
+            inputs[r, : len(ids[i])] = ids[i]
+        if pending is not None:
+            # One decode at a time: two in flight compete for the cores (3 batches of 32 at the anchor
+            # dims: 34.8 s vs 30.2 s); batch k's detokenizing still overlaps batch k+1's decode.
+            jax.block_until_ready(pending[1])
+        tokens = decoding.generate(params, model_config, inputs, method="greedy",
+                                   max_decode_length=max_decode_length)
+        if pending is not None:
+            collect(*pending)
+        pending = (indices, tokens)
+    if pending is not None:
+        collect(*pending)
     return out
 
 

@@ -18,7 +18,7 @@ Deliberate differences from T5X (same parameters, same math):
   GEMMs (same gradients, benchmarks/RESULTS.md).
 * The softmax over attention logits is computed in float32 whatever the activation dtype
   (T5X does that only with `float32_attention_logits=True`).
-* The autoregressive cache stores keys/values as `[batch, length, heads, head_dim]` and writes
+* The autoregressive cache stores keys/values as `[batch, heads, length, head_dim]` and writes
   with `dynamic_update_slice` (T5X transposes for TPU and scatters via a one-hot), and
   cross-attention keys/values of the encoder output are projected once when the cache is
   initialised instead of at every decoding step.
@@ -270,9 +270,12 @@ class MultiHeadDotProductAttention(nn.Module):
 
     With `decode=True` the module keeps a `cache` collection. The first call (no cache yet)
     creates it; later calls take one query position each. Self-attention caches
-    `cached_key`/`cached_value` `[batch, max_len, heads, head_dim]` plus `cache_index`;
+    `cached_key`/`cached_value` `[batch, heads, max_len, head_dim]` plus `cache_index`;
     cross-attention (`static_kv=True`) caches the projected encoder keys/values of that first
-    call and reuses them, so the cache must be initialised with the real encoder output.
+    call and reuses them (also `[batch, heads, length, head_dim]`), so the cache must be
+    initialised with the real encoder output. Head-major, because the per-step dots read each
+    head's keys/values contiguously: a length-major cache made XLA:CPU transpose (copy) every
+    layer's whole cache at every step, half of a batch-64 step's time.
     """
 
     num_heads: int
@@ -312,25 +315,27 @@ class MultiHeadDotProductAttention(nn.Module):
                 value = self.get_variable("cache", "cached_value")
             else:
                 key, value = project_kv()
+                key, value = _heads_major(key), _heads_major(value)
                 self.put_variable("cache", "cached_key", key)
                 self.put_variable("cache", "cached_value", value)
         elif decode:
             key, value = project_kv()
+            key, value = _heads_major(key), _heads_major(value)
             is_initialized = self.has_variable("cache", "cached_key")
             cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
             cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
             cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
             if is_initialized:
-                batch, length, num_heads, head_dim = cached_key.value.shape
+                batch, num_heads, length, head_dim = cached_key.value.shape
                 if query.shape != (batch, 1, num_heads, head_dim):
                     raise ValueError(
                         f"Autoregressive cache expects one query position, shape "
                         f"{(batch, 1, num_heads, head_dim)}, found {query.shape}.")
                 cur_index = cache_index.value
                 key = lax.dynamic_update_slice(cached_key.value, key.astype(cached_key.value.dtype),
-                                               (0, cur_index, 0, 0))
+                                               (0, 0, cur_index, 0))
                 value = lax.dynamic_update_slice(cached_value.value, value.astype(cached_value.value.dtype),
-                                                 (0, cur_index, 0, 0))
+                                                 (0, 0, cur_index, 0))
                 cached_key.value, cached_value.value = key, value
                 cache_index.value = cur_index + 1
                 # Attend only to positions written so far.
@@ -347,7 +352,8 @@ class MultiHeadDotProductAttention(nn.Module):
         if bias is not None:
             attention_bias = bias.astype(jnp.float32) if attention_bias is None else attention_bias + bias
 
-        logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+        kv = "bhkd" if decode else "bkhd"  # the decoding cache is head-major (see the class docstring)
+        logits = jnp.einsum(f"bqhd,{kv}->bhqk", query, key, preferred_element_type=jnp.float32)
         if attention_bias is not None:
             logits = logits + attention_bias
         weights = jax.nn.softmax(logits).astype(self.dtype)
@@ -358,10 +364,15 @@ class MultiHeadDotProductAttention(nn.Module):
             shape[-2] = 1
             keep = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, shape)
             weights = weights * (keep.astype(self.dtype) / jnp.asarray(keep_prob, self.dtype))
-        x = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(self.dtype),
+        x = jnp.einsum(f"bhqk,{kv}->bqhd", weights, value.astype(self.dtype),
                        preferred_element_type=jnp.float32).astype(self.dtype)
         return DenseGeneral(features=inputs_q.shape[-1], axis=(-2, -1), kernel_init=self.kernel_init,
                             kernel_axes=("joined_kv", "embed"), dtype=self.dtype, name="out")(x)
+
+
+def _heads_major(x: Array) -> Array:
+    """`[batch, length, heads, head_dim]` -> `[batch, heads, length, head_dim]`."""
+    return jnp.swapaxes(x, 1, 2)
 
 
 def _activation(name: Union[str, Callable]) -> Callable:

@@ -328,9 +328,12 @@ class JaxTeacher:
                                 max_decode_length=self.max_decode_len, temperature=max(self.temperature, 1e-6),
                                 rng=jax.random.PRNGKey(self.seed + self._batches))
         out = np.asarray(out)
+        # T5 checkpoints pad the vocabulary past the SentencePiece model (32128 ids for 32100 pieces),
+        # and a model may emit the padding ids; they decode as <unk>, as in seqio's vocabulary.
+        pieces, unk = self.tokenizer.get_piece_size(), self.tokenizer.unk_id()
         results = []
         for row, ids in enumerate(encoded):
-            decoded = [int(t) for t in out[row] if t not in (0, 1)]
+            decoded = [int(t) if t < pieces else unk for t in out[row] if t not in (0, 1)]
             text = self.tokenizer.decode(decoded)
             self.stats.requests += 1
             self.stats.prompt_tokens += len(ids)

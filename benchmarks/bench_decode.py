@@ -59,6 +59,9 @@ from typing import Any, Callable, Dict, List
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_model_vs_pytorch import _config, _loadavg  # noqa: E402  (the anchor dims and load line of every benchmark)
 
 
 def _args(argv=None) -> argparse.Namespace:
@@ -88,22 +91,6 @@ def _args(argv=None) -> argparse.Namespace:
         "DSBS_RELEASE_DIR", str(REPO.parent / "shared" / "data" / "dsbs_release")))
     p.add_argument("--json_out", default=None, help="also write all numbers as JSON here")
     return p.parse_args(argv)
-
-
-def _config(args):
-    from dsbs_jax.models.config import t5_1_1_config
-
-    overrides = {"vocab_size": args.vocab_size, "dropout_rate": 0.0}
-    if args.num_layers:
-        overrides.update(num_encoder_layers=args.num_layers, num_decoder_layers=args.num_layers)
-    return t5_1_1_config(args.size, **overrides)
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def _now() -> str:

@@ -56,14 +56,19 @@ def _constrain(x: Array, axes: Tuple[Optional[str], ...]) -> Array:
     return nn.with_logical_constraint(x, axes)
 
 
+def _dot(x: Array, kernel: Array) -> Array:
+    """`x @ kernel` in `x.dtype`, accumulated in float32."""
+    return jnp.dot(x, kernel.astype(x.dtype), preferred_element_type=jnp.float32).astype(x.dtype)
+
+
 @jax.custom_vjp
 def _cpu_matmul(x: Array, kernel: Array) -> Array:
-    return jnp.dot(x, kernel.astype(x.dtype), preferred_element_type=jnp.float32).astype(x.dtype)
+    return _dot(x, kernel)
 
 
 def _cpu_matmul_fwd(x: Array, kernel: Array):
     w = kernel.astype(x.dtype)
-    y = jnp.dot(x, w, preferred_element_type=jnp.float32).astype(x.dtype)
+    y = _dot(x, w)
     # The kernel gradient dW = x^T g contracts over the token axis; XLA:CPU runs that
     # transposed-operand GEMM 10-40 % slower than a row-major one (benchmarks/RESULTS.md), so the
     # forward keeps x^T instead of x (one pass over the activations; the barrier keeps XLA from
@@ -89,7 +94,7 @@ def matmul(x: Array, kernel: Array) -> Array:
     backward's GEMMs are arranged for it (`_cpu_matmul_fwd`); elsewhere XLA picks layouts itself.
     """
     if jax.default_backend() != "cpu" or kernel.dtype != jnp.float32:
-        return jnp.dot(x, kernel.astype(x.dtype), preferred_element_type=jnp.float32).astype(x.dtype)
+        return _dot(x, kernel)
     lead = x.shape[:-1]
     y = _cpu_matmul(x.reshape((-1, x.shape[-1])), kernel)
     return y.reshape(lead + (kernel.shape[-1],))

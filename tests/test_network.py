@@ -238,3 +238,32 @@ def test_logits_via_embedding_uses_scaled_embedding():
     final = state["intermediates"]["decoder"]["decoder_norm"]["__call__"][0]
     expected = final @ params["token_embedder"]["embedding"].T / np.sqrt(16)
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_fused_mlp_projections_use_the_same_parameters_and_match(dtype):
+    """Decoding's one-GEMM `wi_0|wi_1` reads T5X's two kernels and gives the separate GEMMs' output."""
+    block = layers.MlpBlock(intermediate_dim=32, activations=("gelu", "linear"), intermediate_dropout_rate=0.0,
+                            dtype=dtype)
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 4, 16)).astype(dtype)
+    variables = block.init(jax.random.PRNGKey(0), x, deterministic=True)
+    assert set(variables["params"]) == {"wi_0", "wi_1", "wo"}
+    separate = block.apply(variables, x, deterministic=True)
+    fused = block.apply(variables, x, deterministic=True, fused=True)
+    assert fused.dtype == separate.dtype == dtype
+    np.testing.assert_allclose(np.asarray(fused, np.float32), np.asarray(separate, np.float32),
+                               rtol=1e-5 if dtype == jnp.float32 else 2e-2, atol=1e-6)
+    # Fusing changes nothing when there is a single input projection (`wi`).
+    single = layers.MlpBlock(intermediate_dim=32, activations=("relu",), intermediate_dropout_rate=0.0)
+    single_vars = single.init(jax.random.PRNGKey(0), x.astype(jnp.float32), deterministic=True)
+    np.testing.assert_array_equal(single.apply(single_vars, x.astype(jnp.float32), deterministic=True, fused=True),
+                                  single.apply(single_vars, x.astype(jnp.float32), deterministic=True))
+
+
+def test_fused_matmul_splits_in_kernel_order():
+    x = jax.random.normal(jax.random.PRNGKey(0), (5, 8))
+    kernels = [jax.random.normal(jax.random.PRNGKey(i), (8, n)) for i, n in enumerate((3, 6, 2), 1)]
+    outs = layers.fused_matmul(x, kernels)
+    assert [o.shape for o in outs] == [(5, 3), (5, 6), (5, 2)]
+    for out, kernel in zip(outs, kernels):
+        np.testing.assert_allclose(out, x @ kernel, rtol=1e-5, atol=1e-5)

@@ -18,10 +18,12 @@ Deliberate differences from T5X (same parameters, same math):
   GEMMs (same gradients, benchmarks/RESULTS.md).
 * The softmax over attention logits is computed in float32 whatever the activation dtype
   (T5X does that only with `float32_attention_logits=True`).
-* The autoregressive cache stores keys/values as `[batch, heads, length, head_dim]` and writes
-  with `dynamic_update_slice` (T5X transposes for TPU and scatters via a one-hot), and
+* The autoregressive cache stores self-attention keys/values as `[batch, heads, length, head_dim]`
+  and writes with `dynamic_update_slice` (T5X transposes for TPU and scatters via a one-hot);
   cross-attention keys/values of the encoder output are projected once when the cache is
-  initialised instead of at every decoding step.
+  initialised instead of at every decoding step, and kept as `[batch, heads, head_dim, length]`.
+* In decoding, the self-attention `query|key|value` and the gated MLP's `wi_0|wi_1` run as one
+  GEMM each (`fused_matmul` over the unchanged kernels); training keeps separate GEMMs.
 """
 from __future__ import annotations
 
@@ -127,6 +129,35 @@ class DenseGeneral(nn.Module):
             return matmul(flat, kernel).reshape(flat.shape[:-1] + features)
         kernel = jnp.reshape(jnp.asarray(kernel, self.dtype), in_dims + features)
         return lax.dot_general(inputs, kernel, ((axis, tuple(range(len(axis)))), ((), ())))
+
+
+class Kernel(nn.Module):
+    """A 2-D `DenseGeneral`'s kernel alone: same name, stored shape, logical axes and initialiser.
+
+    For callers that run several projections of one input as one GEMM (`fused_matmul`) while the
+    parameter tree stays T5X's.
+    """
+
+    shape: Tuple[int, int]
+    kernel_init: Initializer = default_kernel_init
+    kernel_axes: Tuple[str, ...] = ()
+
+    @nn.compact
+    def __call__(self) -> Array:
+        return _param(self, "kernel", self.kernel_init, self.shape, self.kernel_axes)
+
+
+def fused_matmul(x: Array, kernels: Sequence[Array]) -> Tuple[Array, ...]:
+    """`tuple(matmul(x, k) for k in kernels)` as one GEMM against the kernels side by side.
+
+    Meant for decoding, where the kernels are loop-invariant: XLA hoists the concatenation out of
+    the decoding loop, so each step runs one wider GEMM (a GEMV at batch 1) instead of several
+    narrow ones (benchmarks/RESULTS.md). In a train step the concatenation would be paid every
+    step, which costs as much as it saves on CPU, so training keeps separate GEMMs.
+    """
+    y = matmul(x, jnp.concatenate(kernels, axis=1))
+    splits = np.cumsum([k.shape[1] for k in kernels])[:-1]
+    return tuple(jnp.split(y, splits, axis=-1))
 
 
 class Embed(nn.Module):
@@ -277,10 +308,13 @@ class MultiHeadDotProductAttention(nn.Module):
     creates it; later calls take one query position each. Self-attention caches
     `cached_key`/`cached_value` `[batch, heads, max_len, head_dim]` plus `cache_index`;
     cross-attention (`static_kv=True`) caches the projected encoder keys/values of that first
-    call and reuses them (also `[batch, heads, length, head_dim]`), so the cache must be
+    call and reuses them (as `[batch, heads, head_dim, length]`), so the cache must be
     initialised with the real encoder output. Head-major, because the per-step dots read each
     head's keys/values contiguously: a length-major cache made XLA:CPU transpose (copy) every
-    layer's whole cache at every step, half of a batch-64 step's time.
+    layer's whole cache at every step, half of a batch-64 step's time. The cross-attention cache
+    puts the key axis last because XLA:CPU's batched one-query dots read it about 20 % faster
+    that way (benchmarks/RESULTS.md); the self-attention cache keeps the key axis second so that
+    each step writes one contiguous row per head.
     """
 
     num_heads: int
@@ -305,14 +339,25 @@ class MultiHeadDotProductAttention(nn.Module):
         depth_scaling = jnp.sqrt(self.head_dim).astype(jnp.float32)
         query_init = lambda *args: self.kernel_init(*args) / depth_scaling  # noqa: E731
 
-        query = projection(kernel_init=query_init, name="query")(inputs_q)
-        query = _constrain(query, ("batch", "length", "heads", "kv"))
+        heads = ("batch", "length", "heads", "kv")
+        fused_qkv = decode and not self.static_kv and inputs_q is inputs_kv
+        if fused_qkv:  # decoding self-attention: q, k, v of the one new token in one GEMM
+            shape = (inputs_q.shape[-1], self.num_heads * self.head_dim)
+            kernels = [Kernel(shape, init, ("embed", "joined_kv"), name=name)() for name, init in
+                       (("query", query_init), ("key", self.kernel_init), ("value", self.kernel_init))]
+            q, k, v = fused_matmul(jnp.asarray(inputs_q, self.dtype), kernels)
+            split_heads = lambda t: _constrain(  # noqa: E731
+                t.reshape(t.shape[:-1] + (self.num_heads, self.head_dim)), heads)
+            query, fused_kv = split_heads(q), (split_heads(k), split_heads(v))
+        else:
+            query = _constrain(projection(kernel_init=query_init, name="query")(inputs_q), heads)
 
         def project_kv():
+            if fused_qkv:
+                return fused_kv
             k = projection(kernel_init=self.kernel_init, name="key")(inputs_kv)
             v = projection(kernel_init=self.kernel_init, name="value")(inputs_kv)
-            return (_constrain(k, ("batch", "length", "heads", "kv")),
-                    _constrain(v, ("batch", "length", "heads", "kv")))
+            return _constrain(k, heads), _constrain(v, heads)
 
         if decode and self.static_kv:
             if self.has_variable("cache", "cached_key"):
@@ -320,7 +365,7 @@ class MultiHeadDotProductAttention(nn.Module):
                 value = self.get_variable("cache", "cached_value")
             else:
                 key, value = project_kv()
-                key, value = _heads_major(key), _heads_major(value)
+                key, value = _features_major(key), _features_major(value)
                 self.put_variable("cache", "cached_key", key)
                 self.put_variable("cache", "cached_value", value)
         elif decode:
@@ -357,7 +402,8 @@ class MultiHeadDotProductAttention(nn.Module):
         if bias is not None:
             attention_bias = bias.astype(jnp.float32) if attention_bias is None else attention_bias + bias
 
-        kv = "bhkd" if decode else "bkhd"  # the decoding cache is head-major (see the class docstring)
+        # Decoding caches are head-major, cross-attention's with the key axis last (class docstring).
+        kv = ("bhdk" if self.static_kv else "bhkd") if decode else "bkhd"
         logits = jnp.einsum(f"bqhd,{kv}->bhqk", query, key, preferred_element_type=jnp.float32)
         if attention_bias is not None:
             logits = logits + attention_bias
@@ -378,6 +424,11 @@ class MultiHeadDotProductAttention(nn.Module):
 def _heads_major(x: Array) -> Array:
     """`[batch, length, heads, head_dim]` -> `[batch, heads, length, head_dim]`."""
     return jnp.swapaxes(x, 1, 2)
+
+
+def _features_major(x: Array) -> Array:
+    """`[batch, length, heads, head_dim]` -> `[batch, heads, head_dim, length]`."""
+    return jnp.transpose(x, (0, 2, 3, 1))
 
 
 def _activation(name: Union[str, Callable]) -> Callable:
@@ -401,13 +452,22 @@ class MlpBlock(nn.Module):
     dtype: DType = jnp.float32
 
     @nn.compact
-    def __call__(self, inputs: Array, deterministic: bool = False) -> Array:
-        """`[batch, len, emb]` -> `[batch, len, emb]`."""
+    def __call__(self, inputs: Array, deterministic: bool = False, fused: bool = False) -> Array:
+        """`[batch, len, emb]` -> `[batch, len, emb]`.
+
+        `fused=True` runs the gated input projections (`wi_0`, `wi_1`, ...) as one GEMM
+        (`fused_matmul`; what decoding asks for), with the same parameters and results.
+        """
+        names = ["wi"] if len(self.activations) == 1 else [f"wi_{i}" for i in range(len(self.activations))]
+        if fused and len(names) > 1:
+            shape = (inputs.shape[-1], self.intermediate_dim)
+            kernels = [Kernel(shape, self.kernel_init, ("embed", "mlp"), name=name)() for name in names]
+            hidden = fused_matmul(jnp.asarray(inputs, self.dtype), kernels)
+        else:
+            hidden = [DenseGeneral(self.intermediate_dim, dtype=self.dtype, kernel_init=self.kernel_init,
+                                   kernel_axes=("embed", "mlp"), name=name)(inputs) for name in names]
         x = None
-        for idx, act in enumerate(self.activations):
-            name = "wi" if len(self.activations) == 1 else f"wi_{idx}"
-            h = DenseGeneral(self.intermediate_dim, dtype=self.dtype, kernel_init=self.kernel_init,
-                             kernel_axes=("embed", "mlp"), name=name)(inputs)
+        for h, act in zip(hidden, self.activations):
             h = _activation(act)(h)
             x = h if x is None else x * h
         x = nn.Dropout(rate=self.intermediate_dropout_rate, broadcast_dims=(-2,))(

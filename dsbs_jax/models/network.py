@@ -117,7 +117,7 @@ class DecoderLayer(nn.Module):
             y, encoded, encoder_decoder_mask, deterministic=deterministic, decode=decode)
         y = _dropout(cfg, y, deterministic) + x
         z = _norm(cfg, "pre_mlp_layer_norm")(y)
-        z = _mlp(cfg)(z, deterministic=deterministic)
+        z = _mlp(cfg)(z, deterministic=deterministic, fused=decode)
         return _dropout(cfg, z, deterministic) + y
 
 

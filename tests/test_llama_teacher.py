@@ -1,4 +1,7 @@
 """Integration: the rationale job against a real LLM (SmolLM2-135M via llama.cpp's OpenAI-compatible server)."""
+import os
+import signal
+
 import pytest
 
 from dsbs_jax.data import tfrecords
@@ -29,3 +32,24 @@ def test_real_llm_teacher_on_real_cqa_inputs(release_dir, tmp_path, api_style):
     assert manifest["teacher"]["model"] == "smollm2" and "127.0.0.1" in manifest["teacher"]["url"]
     for example in examples:
         assert example.teacher_meta["parse_failure"] or example.teacher_label in example.choices
+
+
+def test_check_generation_decodes_a_token_and_names_a_broken_model(tmp_path):
+    assert local_server.check_generation() is None
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a gguf")
+    problem = local_server.check_generation(str(broken))
+    assert problem and "exited with code" in problem
+
+
+def test_a_server_killed_by_sigill_is_reported_with_the_rebuild_command():
+    psutil = pytest.importorskip("psutil")
+    with pytest.raises(RuntimeError) as raised:
+        with local_server.start_llama_server() as url:
+            (server,) = [p for p in psutil.Process().children() if "llama_cpp.server" in " ".join(p.cmdline())]
+            server.send_signal(signal.SIGILL)
+            # Wait for its exit but leave it unreaped, so that the server's own Popen sees the signal.
+            os.waitid(os.P_PID, server.pid, os.WEXITED | os.WNOWAIT)
+    message = str(raised.value)
+    assert url in message and "SIGILL" in message and "illegal instruction" in message
+    assert "GGML_NATIVE=OFF" in message and "--no-cache-dir" in message

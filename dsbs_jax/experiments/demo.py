@@ -37,7 +37,10 @@ import sys
 import time
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from dsbs_jax import flags
 from dsbs_jax.experiments import demo_data
+from dsbs_jax.rationales.backends import TeacherError
+from dsbs_jax.rationales.local_server import LlamaServerError
 
 # Method-registry names (dsbs_jax/methods.py): the only place the demo names its arms.
 STANDARD, DSBS = "standard", "dsbs"
@@ -203,6 +206,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("\ndsbs demo: stopped (finished runs are kept in --out; the same command resumes).", file=sys.stderr)
         return 130
+    except (TeacherError, LlamaServerError) as error:
+        return flags.report_error("dsbs demo", error)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -77,12 +77,12 @@ def test_bucketed_sorted_predictions_equal_the_naive_path(run_dir, tmp_path):
 
     # The batches really were of different padded lengths, and the partial batch added no shape.
     lengths = sorted((len(predict._encode_ids(vocab, "predict: " + t, MAX_INPUT)) for t in texts), reverse=True)
-    buckets = {predict.bucket_length(lengths[i], MAX_INPUT) for i in range(0, len(lengths), BATCH)}
+    buckets = {decoding.bucket_length(lengths[i], MAX_INPUT) for i in range(0, len(lengths), BATCH)}
     assert len(buckets) >= 2 and max(lengths) > MAX_INPUT - 1  # one input was truncated
     assert MAX_INPUT in buckets  # so the naive path's shape is one of them
     assert decoding._compiled(CFG, "greedy", DECODE, 0, 0, 1)._cache_size() == len(buckets)
 
 
 def test_bucket_length():
-    assert [predict.bucket_length(n, 512) for n in (1, 16, 17, 100, 300, 512)] == [16, 16, 32, 128, 512, 512]
-    assert predict.bucket_length(40, 24) == 24
+    assert [decoding.bucket_length(n, 512) for n in (1, 16, 17, 100, 300, 512)] == [16, 16, 32, 128, 512, 512]
+    assert decoding.bucket_length(40, 24) == 24

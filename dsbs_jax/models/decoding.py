@@ -74,6 +74,23 @@ def _is_cross_attention(path) -> bool:
     return any(getattr(k, "key", None) == "encoder_decoder_attention" for k in path)
 
 
+# Shortest padded input length (see `bucket_length`).
+MIN_BUCKET = 16
+
+
+def bucket_length(longest: int, max_input_length: int) -> int:
+    """Padded length of a batch whose longest input has `longest` tokens.
+
+    The smallest power of two >= max(`longest`, MIN_BUCKET), capped at `max_input_length`: short
+    inputs do not pay for the full input length, and callers that pad every batch this way
+    compile at most ~log2(max_input_length / MIN_BUCKET) + 1 shapes.
+    """
+    length = MIN_BUCKET
+    while length < longest:
+        length *= 2
+    return min(length, max_input_length)
+
+
 def _argmax(logits: Array) -> Array:
     """`jnp.argmax(logits, -1)` as int32 (first maximum; first NaN if any), in two plain reductions.
 

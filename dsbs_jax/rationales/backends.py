@@ -318,9 +318,8 @@ class JaxTeacher:
 
         # Keep the end of long prompts: the question to answer comes last.
         encoded = [self.tokenizer.encode(p)[-(self.max_input_len - 1):] + [1] for p in prompts]
-        length = max(len(e) for e in encoded)
-        length = 1 << (length - 1).bit_length()  # few distinct shapes -> few compilations
-        tokens = np.zeros((self.batch_size, length), np.int32)  # fixed batch: one compilation
+        length = decoding.bucket_length(max(len(e) for e in encoded), self.max_input_len)
+        tokens = np.zeros((self.batch_size, length), np.int32)  # fixed batch: one compile per length
         for row, ids in enumerate(encoded):
             tokens[row, :len(ids)] = ids
         self._batches += 1

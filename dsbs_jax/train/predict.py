@@ -60,20 +60,6 @@ def _encode_ids(vocab: Any, text: str, max_len: int) -> List[int]:
     return encode_text(vocab, text)[: max_len - 1] + [1]
 
 
-# Shortest padded input length. Batches are padded to the smallest power of two (>= this)
-# holding their longest input, capped at max_input_length: short inputs do not pay for the
-# run's full input length, and at most ~log2(max_input_length / 16) + 1 shapes are compiled.
-MIN_BUCKET = 16
-
-
-def bucket_length(longest: int, max_input_length: int) -> int:
-    """Padded length of a batch whose longest input has `longest` tokens."""
-    length = MIN_BUCKET
-    while length < longest:
-        length *= 2
-    return min(length, max_input_length)
-
-
 def _decode_row(vocab: Any, row: List[int]) -> str:
     row = row[: row.index(1)] if 1 in row else row
     return vocab.decode([t for t in row if t > 0])
@@ -86,7 +72,7 @@ def generate_texts(params: Any, model_config: Any, vocab: Any, texts: Sequence[s
     The same outputs as decoding each input padded to `max_input_length` in file order (padding is
     masked out of attention; tests/test_predict.py checks it), with less work: inputs are sorted by
     length (longest first, so the largest shape compiles and runs first) and each batch is padded to
-    its `bucket_length`; every batch has `batch_size` rows (the last one filled with empty inputs),
+    its `decoding.bucket_length`; every batch has `batch_size` rows (the last one filled with empty inputs),
     so a partial batch needs no compile of its own. Batch k+1 is dispatched as soon as batch k is
     decoded and before its tokens are fetched and detokenized (JAX's async dispatch), so host work
     overlaps the decoding.
@@ -108,7 +94,7 @@ def generate_texts(params: Any, model_config: Any, vocab: Any, texts: Sequence[s
     pending = None
     for start in tqdm(range(0, len(order), rows_per_batch), desc=desc, unit="batch"):
         indices = order[start:start + rows_per_batch]
-        inputs = np.zeros((rows_per_batch, bucket_length(len(ids[indices[0]]), max_input_length)), np.int32)
+        inputs = np.zeros((rows_per_batch, decoding.bucket_length(len(ids[indices[0]]), max_input_length)), np.int32)
         inputs[:, 0] = 1  # filler rows of a partial batch: the empty input (EOS only)
         for r, i in enumerate(indices):
             inputs[r, : len(ids[i])] = ids[i]

@@ -61,7 +61,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_model_vs_pytorch import _config, _loadavg  # noqa: E402  (the anchor dims and load line of every benchmark)
+from bench_model_vs_pytorch import _config, _loadavg, matmul_flops  # noqa: E402  (the anchor dims and load line of every benchmark)
 
 
 def _args(argv=None) -> argparse.Namespace:
@@ -131,29 +131,8 @@ def measure_bandwidth(mb: int, reps: int = 5) -> Dict[str, float]:
 
 
 def measure_matmul(shapes: List[tuple], gflop: float, reps: int = 5) -> Dict[str, float]:
-    """GFLOP/s of jitted fp32 matmuls [m,k] x [k,n]; small ones run `inner` times inside one call."""
-    import jax
-    import jax.numpy as jnp
-    from jax import lax
-
-    out = {}
-    for m, k, n in shapes:
-        flops = 2.0 * m * k * n
-        inner = max(1, int(gflop * 1e9 // flops))
-        a = jax.random.normal(jax.random.PRNGKey(0), (inner, m, k), jnp.float32)
-        b = jax.random.normal(jax.random.PRNGKey(1), (k, n), jnp.float32)
-
-        @jax.jit
-        def run(a, b):
-            # A loop of matmuls of this shape (the rows differ per iteration, so none is hoisted);
-            # the [m, n] accumulation is < 1/k of the matmul's work.
-            def body(i, acc):
-                return acc + lax.dynamic_index_in_dim(a, i, keepdims=False) @ b
-            return lax.fori_loop(0, inner, body, jnp.zeros((m, n), jnp.float32))
-
-        seconds = _best(lambda: run(a, b).block_until_ready(), reps)
-        out[f"[{m},{k}]x[{k},{n}]"] = inner * flops / seconds / 1e9
-    return out
+    """GFLOP/s of jitted fp32 matmuls [m,k] x [k,n], each call doing at least `gflop` of work."""
+    return {f"[{m},{k}]x[{k},{n}]": matmul_flops(m, k, n, repeats=reps, min_gflop=gflop) / 1e9 for m, k, n in shapes}
 
 
 # ----------------------------------------------------------------------------------------

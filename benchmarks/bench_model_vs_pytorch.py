@@ -187,6 +187,38 @@ def make_torch_step(config, args, update_params: bool = True, device: str = "cpu
     return step
 
 
+def matmul_flops(m: int, k: int, n: int, dtype: str = "float32", repeats: int = 10, min_gflop: float = 0.0) -> float:
+    """Best FLOP/s of a jitted `[m, k] x [k, n]` matmul in `dtype` (2·m·k·n FLOPs each), on JAX's default device.
+
+    A call runs the matmul back to back (different rows each time, so none is hoisted) until it does
+    `min_gflop` of work, so that a small shape's rate is not its dispatch overhead; the `[m, n]`
+    accumulation is < 1/k of the work. The benchmarks' matmul peak (train-step MFU, decoding's limit,
+    the GPU check's sanity check of the datasheet peak).
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    flops = 2.0 * m * k * n
+    inner = max(1, int(min_gflop * 1e9 // flops))
+    a = jax.random.normal(jax.random.PRNGKey(0), (inner, m, k), dtype)
+    b = jax.random.normal(jax.random.PRNGKey(1), (k, n), dtype)
+
+    @jax.jit
+    def run(a, b):
+        def body(i, acc):
+            return acc + lax.dynamic_index_in_dim(a, i, keepdims=False) @ b
+        return lax.fori_loop(0, inner, body, jnp.zeros((m, n), dtype))
+
+    run(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return inner * flops / best
+
+
 def _loadavg() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -61,19 +61,6 @@ def _args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def measure_peak_flops(n: int = 2048, repeats: int = 10) -> float:
-    """Best FLOP/s of a jitted fp32 n x n x n matmul (2 n^3 FLOPs per call)."""
-    import jax
-    import jax.numpy as jnp
-
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-    f = jax.jit(lambda x, y: x @ y)
-    f(a, b).block_until_ready()
-    best = min(_timed(lambda: f(a, b).block_until_ready()) for _ in range(repeats))
-    return 2 * n ** 3 / best
-
-
 def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -162,14 +149,14 @@ def main() -> None:
     args = _args()
     import jax
 
-    from bench_model_vs_pytorch import _config, _loadavg, make_torch_step
+    from bench_model_vs_pytorch import _config, _loadavg, make_torch_step, matmul_flops
 
     config = _config(args)
     tokens = args.batch * (args.input_len + args.target_len)
     print(f"config: {config}")
     print(f"batch {args.batch} x ({args.input_len} in + {args.target_len} out) = {tokens} tokens/step; "
           f"cpus={os.cpu_count()} host={platform.node()} jax={jax.__version__} load before: {_loadavg()}")
-    peak = measure_peak_flops()
+    peak = matmul_flops(2048, 2048, 2048)
     print(f"CPU peak (best jitted 2048^3 fp32 matmul): {peak / 1e9:.1f} GFLOP/s")
 
     steps = {}

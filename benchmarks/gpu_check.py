@@ -188,23 +188,6 @@ def _devices(dry_run: bool) -> Tuple[Any, str, str]:
     return device, "cuda", torch.cuda.get_device_name(0)
 
 
-def measure_matmul_flops(n: int, repeats: int = 10) -> float:
-    """Best FLOP/s of a jitted bf16 n x n x n matmul (2 n^3 FLOPs per call)."""
-    import jax
-    import jax.numpy as jnp
-
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.bfloat16)
-    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.bfloat16)
-    f = jax.jit(lambda x, y: x @ y)
-    f(a, b).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best
-
-
 def _sync_torch(torch_device: str) -> Callable[[], None]:
     import torch
 
@@ -396,7 +379,9 @@ def run(args: argparse.Namespace, stages: Stages) -> Dict[str, Any]:
 
     def matmul() -> Dict[str, Any]:
         stages.begin(f"bf16 matmul rate ({args.matmul_n}^3)")
-        rate = measure_matmul_flops(args.matmul_n)
+        from bench_model_vs_pytorch import matmul_flops
+
+        rate = matmul_flops(args.matmul_n, args.matmul_n, args.matmul_n, "bfloat16")
         stages.end()
         print(f"  {rate / 1e12:.2f} TFLOP/s")
         return {"measured_tflops": rate / 1e12}

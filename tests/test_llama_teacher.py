@@ -39,7 +39,10 @@ def test_check_generation_decodes_a_token_and_names_a_broken_model(tmp_path):
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"not a gguf")
     problem = local_server.check_generation(str(broken))
-    assert problem and "exited with code" in problem
+    assert problem and "exited with code" in problem and str(broken) in problem
+    assert "\n" not in problem  # one line: the child's exception, not its traceback
+    missing = tmp_path / "missing.gguf"
+    assert local_server.check_generation(str(missing)) == f"{missing}: no such file"
 
 
 def test_a_server_killed_by_sigill_is_reported_with_the_rebuild_command():

@@ -83,6 +83,8 @@ def check_generation(gguf: Optional[str] = None, timeout_s: float = 120.0) -> Op
     gguf = gguf or smollm2_gguf()
     if gguf is None or importlib.util.find_spec("llama_cpp") is None:
         return f"llama.cpp or the SmolLM2 GGUF is not installed: {INSTALL_HINT}"
+    if not os.path.isfile(gguf):
+        return f"{gguf}: no such file"
     code = ("import sys, llama_cpp; "
             "model = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, n_threads=1, verbose=False); "
             "model.create_completion('Q: 1 + 1 =', max_tokens=1)")
@@ -92,7 +94,10 @@ def check_generation(gguf: Optional[str] = None, timeout_s: float = 120.0) -> Op
         return f"one token from {gguf} took over {timeout_s:.0f} s"
     if proc.returncode == 0:
         return None
-    return f"llama.cpp {describe_exit(proc.returncode)} decoding one token: {proc.stderr.strip()[-1000:]}"
+    # The child's last stderr line is its exception; the traceback above it is noise in a one-line error.
+    last_line = (proc.stderr.strip().splitlines() or [""])[-1][-500:]
+    return (f"decoding one token from {gguf}, llama.cpp {describe_exit(proc.returncode)}"
+            + (f" ({last_line})" if last_line else ""))
 
 
 def _free_port() -> int:

@@ -19,6 +19,8 @@ SUBCOMMANDS = {
     "export": ("dsbs_jax.models.export:main", "a checkpoint as T5X (t5x.eval/infer) or Hugging Face (safetensors)"),
     "demo": ("dsbs_jax.experiments.demo:main", "the whole method end to end on a generated dataset (CPU)"),
     "sweep": ("dsbs_jax.experiments.sweep:main", "the paper's comparisons: methods x fractions x seeds x sizes"),
+    "rehearse": ("dsbs_jax.experiments.t5x_rehearsal:main",
+                 "the Cloud TPU path with real T5X at toy size on this CPU, before paying for a slice"),
 }
 
 

@@ -127,11 +127,21 @@ def t5x_experiment(e: Experiment) -> str:
                f"  --gin.MODEL_DIR=\\\"gs://BUCKET/dsbs/{e.name}/$(date +%Y%m%d_%H%M%S)\\\"",
                f"(on a TPU slice: launch/train_t5x.sh --experiment {e.name} --model_dir gs://BUCKET/dsbs ...)",
                f"then score it: gin/t5x/experiments/{eval_config_name(e.dataset, method, e.size)}.gin"]
-    loss = method.loss
     imports = ["from __gin__ import dynamic_registration", "", "from t5x import utils", ""] \
         if _decodes_to_target_length(method) else []
-    lines = _header(e, command) + imports + [f"include 'gin/t5x/sizes/{e.size}.gin'",
-                                             f"include 'gin/t5x/datasets/{e.dataset}.gin'"]
+    return "\n".join(_header(e, command) + imports + t5x_experiment_body(e)) + "\n"
+
+
+def t5x_experiment_body(e: Experiment) -> List[str]:
+    """The includes and method settings of a T5X training config (needs `utils` imported for `single`).
+
+    Shared by the committed experiment files and `dsbs sweep --emit t5x`, which adds its run's settings.
+    """
+    method = methods.get(e.method)
+    loss = method.loss
+    lines = [f"include 'gin/t5x/sizes/{e.size}.gin'"]
+    if e.dataset in DATASETS:  # other datasets: the emitting sweep sets TASK_FEATURE_LENGTHS itself
+        lines.append(f"include 'gin/t5x/datasets/{e.dataset}.gin'")
     if method.paired:
         lines.append("include 'gin/t5x/paired.gin'  # the paper's paired loss: dsbs_jax.t5x_model")
     lines += ["", f"MIXTURE_OR_TASK_NAME = \"{method.train_task(e.dataset, e.fraction)}\"",
@@ -144,7 +154,7 @@ def t5x_experiment(e: Experiment) -> str:
     if _decodes_to_target_length(method):
         lines += ["# The label follows the rationale: decode up to the target length, not the gold label's.",
                   "infer_eval/utils.DatasetConfig.task_feature_lengths = %TASK_FEATURE_LENGTHS"]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _decodes_to_target_length(method: methods.Method) -> bool:
@@ -164,19 +174,51 @@ def t5x_eval(dataset: str, variant: str, size: str) -> str:
              "#", f"# {GENERATED}",
              "# Expected runtime: greedy decoding of the test split only (not measured here).",
              f"# Accuracy lands in EVAL_OUTPUT_DIR ({method.eval_task(dataset)}-metrics.jsonl).",
-             "from __gin__ import dynamic_registration", "", "from t5x import partitioning", "",
-             f"include 't5x/examples/t5/t5_1_1/{size}.gin'",
+             "from __gin__ import dynamic_registration", "", "from t5x import partitioning", ""]
+    lines += t5x_eval_body(dataset, method, size, DATASETS.get(dataset))
+    lines += [f"partitioning.PjitPartitioner.num_partitions = {size_settings(size).num_partitions}"]
+    return "\n".join(lines) + "\n"
+
+
+def t5x_eval_body(dataset: str, method: methods.Method, size: str, lengths: Optional["DatasetSetting"]) -> List[str]:
+    """Includes, task and (for `single`, which decodes to the target length) lengths of a t5x.eval config."""
+    lines = [f"include 't5x/examples/t5/t5_1_1/{size}.gin'",
              "include 'gin/t5x/eval.gin'  # after the model gin: it sets DROPOUT_RATE", "",
              f"MIXTURE_OR_TASK_NAME = \"{method.eval_task(dataset)}\""]
-    if _decodes_to_target_length(method):
-        setting = DATASETS[dataset]
+    if _decodes_to_target_length(method) and lengths is not None:
         lines += ["# The label follows the rationale: decode up to the training target length.",
-                  f"TASK_FEATURE_LENGTHS = {{\"inputs\": {setting.inputs}, \"targets\": {setting.targets}}}"]
-    size_file = GIN_DIR / "t5x" / "sizes" / f"{size}.gin"
-    partitions = [line for line in size_file.read_text().splitlines()
-                  if line.startswith("partitioning.PjitPartitioner.num_partitions")]
-    lines += partitions[:1]
-    return "\n".join(lines) + "\n"
+                  f"TASK_FEATURE_LENGTHS = {{\"inputs\": {lengths.inputs}, \"targets\": {lengths.targets}}}"]
+    return lines
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeSettings:
+    """What gin/t5x/sizes/{size}.gin sets: the paper's batch and steps, partitioning, the public checkpoint."""
+
+    batch_size: int
+    finetune_steps: int
+    num_partitions: int
+    initial_checkpoint: str
+
+
+def size_settings(size: str) -> SizeSettings:
+    """Reads gin/t5x/sizes/{size}.gin (the one place these numbers live)."""
+    from gin import config_parser
+
+    class _Literals(config_parser.ParserDelegate):
+        def configurable_reference(self, scoped_name, evaluate):
+            return scoped_name
+
+        def macro(self, name):
+            return name
+
+    path = GIN_DIR / "t5x" / "sizes" / f"{size}.gin"
+    values = {}
+    for statement in config_parser.ConfigParser(path.read_text(), _Literals()):
+        if isinstance(statement, config_parser.BindingStatement):
+            values[statement.arg_name or statement.selector] = statement.value
+    return SizeSettings(batch_size=values["BATCH_SIZE"], finetune_steps=values["FINETUNE_STEPS"],
+                        num_partitions=values["num_partitions"], initial_checkpoint=values["INITIAL_CHECKPOINT_PATH"])
 
 
 def t5x_dataset(dataset: str) -> str:

@@ -23,7 +23,12 @@ if [[ -n $REPO_URL ]]; then
   fetch="rm -rf $(quote "$REMOTE_DIR") && git clone $(quote "$REPO_URL") $(quote "$REMOTE_DIR")"
   tpu_ssh all "$fetch"
 else
-  # A clean archive of the checkout (tracked files only), unpacked on every worker.
+  # A clean archive of the checkout (tracked files only), unpacked on every worker. Grids from
+  # `dsbs sweep --emit t5x` travel through the bucket instead, so only code changes need a commit.
+  changed=$(git -C "$REPO_ROOT" status --porcelain --untracked-files=no | wc -l)
+  if ((changed)); then
+    echo "# warning: $changed tracked file(s) have uncommitted changes, which git archive HEAD does not ship; commit them first" >&2
+  fi
   archive=/tmp/dsbs-jax-src.tar.gz
   run git -C "$REPO_ROOT" archive --format=tar.gz -o "$archive" HEAD
   run gcloud compute tpus tpu-vm scp "$archive" "$NAME:/tmp/dsbs-jax-src.tar.gz" \

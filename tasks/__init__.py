@@ -32,7 +32,7 @@ from typing import Optional
 
 from tasks.registry import (DEFAULT_FRACTIONS, LABEL_SOURCES, TASK_VERSION, TaskOptions, fraction_suffix,  # noqa: F401
                             register_dataset_tasks, remove_dataset_tasks, task_name)
-from tasks.vocab import SPM_PATH_ENV, get_vocabulary
+from tasks.vocab import SPM_PATH_ENV, dataset_vocabulary_path, get_vocabulary
 
 DATA_ROOT_ENV = "DSBS_DATA_ROOT"
 OPTIONS_FILE = "tasks.json"
@@ -56,9 +56,7 @@ def register_data_root(root: str, vocabulary=None) -> list[str]:
             continue
         settings = _read_options(dataset_dir)
         manifest = tfrecords.read_manifest(dataset_dir)
-        # The argument, else $DSBS_SPM_PATH, else the model `dsbs import --train_vocab` recorded, else T5's.
-        recorded = manifest.get("vocabulary", {}).get("path")
-        vocabulary = shared or get_vocabulary(os.path.join(dataset_dir, recorded) if recorded else None)
+        vocabulary = shared or get_vocabulary(dataset_vocabulary_path(dataset_dir, manifest))
         with_rationales = any(split.get("num_with_rationale", 0) > 0 for split in manifest.get("splits", {}).values())
         names += register_dataset_tasks(
             dataset, dataset_dir, vocabulary=vocabulary,

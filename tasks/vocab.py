@@ -8,11 +8,11 @@ parsing"), so nothing in `tasks` may be `@gin.configurable`.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Mapping, Optional
 
 import seqio
 
-from dsbs_jax.data.vocab import DEFAULT_EXTRA_IDS, DEFAULT_SPM_PATH
+from dsbs_jax.data.vocab import DEFAULT_SPM_PATH, extra_ids_for
 from dsbs_jax.train.input_pipeline import DataError
 
 SPM_PATH_ENV = "DSBS_SPM_PATH"
@@ -56,6 +56,16 @@ def get_vocabulary(spm_path: Optional[str] = None, extra_ids: Optional[int] = No
     an unreadable one raises `VocabularyError` naming `$DSBS_SPM_PATH`.
     """
     path = spm_path or os.environ.get(SPM_PATH_ENV) or DEFAULT_SPM_PATH
-    if extra_ids is None:
-        extra_ids = DEFAULT_EXTRA_IDS if path == DEFAULT_SPM_PATH else 0
-    return SentencePieceVocabulary(path, extra_ids=extra_ids)
+    return SentencePieceVocabulary(path, extra_ids=extra_ids_for(path) if extra_ids is None else extra_ids)
+
+
+def dataset_vocabulary_path(dataset_dir: str, manifest: Mapping, spm_path: Optional[str] = None) -> str:
+    """The SentencePiece model a dataset's tasks tokenize with, as the exact string they use.
+
+    `spm_path`, else `$DSBS_SPM_PATH`, else the model `dsbs import --train_vocab` recorded in the
+    manifest, else T5's. T5X compares vocabularies by this string (seqio's `==`), so the model
+    gin of `dsbs sweep --emit t5x` takes it from here.
+    """
+    recorded = manifest.get("vocabulary", {}).get("path")
+    return (spm_path or os.environ.get(SPM_PATH_ENV) or (os.path.join(dataset_dir, recorded) if recorded else None)
+            or DEFAULT_SPM_PATH)

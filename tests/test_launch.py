@@ -382,3 +382,15 @@ def test_generated_commands_parse_with_the_real_clis(script, args, monkeypatch):
     assert not errors, "\n".join(errors)
     if script in ("rationales_tpu.sh", "train_t5x.sh", "eval_t5x.sh", "resume_t5x.sh", "train_gpu.sh"):
         assert checked, f"{script}: no dsbs/t5x command found in its --dry_run output"
+
+
+def test_run_grid_runs_the_emitted_grid_on_all_workers():
+    grid = "gs://bucket-x/dsbs/grids/cqa"
+    (command,) = dry("run_grid_t5x.sh", *TPU, "--grid", grid + "/", "--only", "cqa_dsbs_base_seed0", "--",
+                     "--gin.EVAL_PERIOD=500")
+    assert command.startswith("gcloud compute tpus tpu-vm ssh dsbs-test --zone us-central2-b --project proj-123 "
+                              "--worker=all --command ")
+    assert (f"python -m dsbs_jax.experiments.t5x_runner --grid {grid} --work_dir dsbs_grid_logs "
+            "--only cqa_dsbs_base_seed0 -- --gin.EVAL_PERIOD=500") in command
+    refused = launch("run_grid_t5x.sh", *TPU, "--grid", "/local/grid", "--dry_run")
+    assert refused.returncode == 2 and "--grid must be a gs:// URL" in refused.stderr

@@ -54,27 +54,35 @@ def test_sweep_skips_finished_runs_after_an_interruption(tmp_path):
 
 
 def test_emit_t5x_commands(tmp_path, capsys):
-    """Each grid point: the generated experiment plus the sweep's own steps, batch, lr, lengths and seed."""
+    """Each grid point: the generated experiment's body plus the sweep's own steps, batch, lr, lengths and seed."""
     from dsbs_jax import gin_gen
+    from dsbs_jax.data import schema, tfrecords
 
+    for split in ("train", "valid", "test"):
+        tfrecords.write_split(str(tmp_path / "cqa"), split, [schema.Example(
+            id=f"{split}0", dataset="cqa", split=split, input="q", label="bank", teacher_label="bank",
+            rationales=("r",))], num_shards=1)
     assert sweep.main(["--dataset", "cqa", "--data_root", str(tmp_path), "--out", str(tmp_path / "o"), "--emit", "t5x",
                        "--methods", "standard,dsbs_llm", "--fractions", "25,100", "--seeds", "3", "--sizes", "base",
                        "--model_dir_root", "gs://bucket/x", "--train_steps", "777", "--batch_size", "48",
                        "--learning_rate", "3e-4", "--inputs_length", "320", "--targets_length", "96"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 4 and all(line.startswith("python -m t5x.train --gin_file=") for line in lines)
-    gin_file = tmp_path / "o" / "t5x" / "cqa_dsbs_llm_frac25_base_seed3.gin"
-    assert any(f"--gin_file={gin_file}" in line and "gs://bucket/x/cqa/cqa_dsbs_llm_frac25_base_seed3" in line
-               for line in lines)
+    assert "wrote 4 runs to" in capsys.readouterr().out
+    commands = (tmp_path / "o" / "commands.sh").read_text().splitlines()
+    trains = [line for line in commands if line.startswith("python -m t5x.train ")]
+    assert len(trains) == 4 and commands[0] == "#!/usr/bin/env bash"
+    gin_file = tmp_path / "o" / "gin" / "cqa_dsbs_llm_frac25_base_seed3.gin"
+    assert any("--gin_file=gin/cqa_dsbs_llm_frac25_base_seed3.gin" in line and
+               "gs://bucket/x/cqa_dsbs_llm_frac25_base_seed3" in line for line in trains)
     text = gin_file.read_text()
-    assert text.startswith(gin_gen.t5x_experiment(gin_gen.Experiment("cqa", "dsbs_llm", "base", 25.0)))
-    for setting in ("FINETUNE_STEPS = 777", "BATCH_SIZE = 48", "LEARNING_RATE = 0.0003", "RANDOM_SEED = 3",
-                    "TASK_FEATURE_LENGTHS = {'inputs': 320, 'targets': 96}", 'MIXTURE_OR_TASK_NAME = "cqa_paired_llm_frac25"',
-                    'EVAL_MIXTURE_OR_TASK_NAME = "cqa_label_gold"', "include 'gin/t5x/paired.gin'"):
+    assert "\n".join(gin_gen.t5x_experiment_body(gin_gen.Experiment("cqa", "dsbs_llm", "base", 25.0))) in text
+    for setting in ("FINETUNE_STEPS = 777", "TRAIN_STEPS = 1000777", "BATCH_SIZE = 48", "LEARNING_RATE = 0.0003",
+                    "RANDOM_SEED = 3", 'TASK_FEATURE_LENGTHS = {"inputs": 320, "targets": 96}',
+                    'MIXTURE_OR_TASK_NAME = "cqa_paired_llm_frac25"', 'EVAL_MIXTURE_OR_TASK_NAME = "cqa_label_gold"',
+                    "include 'gin/t5x/paired.gin'"):
         assert setting in text, setting
-    standard = (tmp_path / "o" / "t5x" / "cqa_standard_base_seed3.gin").read_text()
+    standard = (tmp_path / "o" / "gin" / "cqa_standard_base_seed3.gin").read_text()
     assert 'EVAL_MIXTURE_OR_TASK_NAME = "cqa_standard_gold"' in standard and "paired.gin" not in standard
-    assert (tmp_path / "o" / "t5x_commands.sh").read_text().startswith("#!/usr/bin/env bash")
+    assert (tmp_path / "o" / "run_all.sh").read_text().startswith("#!/usr/bin/env bash")
     assert sweep.main(["--dataset", "cqa", "--data_root", str(tmp_path), "--out", str(tmp_path / "o2"), "--emit",
                        "t5x", "--optimizer", "adafactor"]) == 2
     assert "--emit t5x" in capsys.readouterr().err

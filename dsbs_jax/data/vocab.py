@@ -11,6 +11,11 @@ DEFAULT_SPM_PATH = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
 DEFAULT_EXTRA_IDS = 100
 
 
+def extra_ids_for(path: str) -> int:
+    """T5's model gets T5's 100 extra ids (T5X's 32100, embedded as 32128); a local model none."""
+    return DEFAULT_EXTRA_IDS if path == DEFAULT_SPM_PATH else 0
+
+
 def train_sentencepiece(texts: Iterable[str], model_prefix: str, vocab_size: int = 1000,
                         model_type: str = "unigram") -> str:
     """Trains a SentencePiece model (unigram by default) with T5's special ids (pad 0, eos 1, unk 2).

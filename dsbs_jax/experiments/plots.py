@@ -1,9 +1,11 @@
 """Plots in the style of the paper's figures: accuracy vs % of training data, and vs model size."""
 from __future__ import annotations
 
+import io
 import os
 from typing import Mapping, Optional, Sequence, Tuple
 
+from dsbs_jax.data import fs
 from dsbs_jax.experiments.results import METHOD_LABELS, aggregate
 
 SIZE_ORDER = ("tiny", "mini", "small", "base", "large", "xl", "xxl")
@@ -39,8 +41,9 @@ def plot_data_size(runs: Sequence[Mapping], path: str, title: str = "", size: Op
     return _save(plt, fig, ax, path, "% of training data", title or f"Accuracy vs training data ({size})")
 
 
-def plot_model_size(runs: Sequence[Mapping], path: str, title: str = "") -> str:
-    """Accuracy against model size at the largest data fraction, one line per method."""
+def plot_model_size(runs: Sequence[Mapping], path: str, title: str = "",
+                    baseline: Optional[Tuple[str, float]] = None) -> str:
+    """Accuracy against model size at the largest data fraction, one line per method (`baseline` as above)."""
     plt = _pyplot()
     table = aggregate(runs)
     fraction = max(k[2] for k in table)
@@ -49,6 +52,8 @@ def plot_model_size(runs: Sequence[Mapping], path: str, title: str = "") -> str:
     for method in sorted({k[0] for k in table}):
         ys = [table.get((method, s, fraction), {}).get("mean", float("nan")) for s in sizes]
         ax.plot(sizes, ys, marker="o", label=METHOD_LABELS.get(method, method))
+    if baseline is not None:
+        ax.axhline(baseline[1], color="gray", linestyle="--", linewidth=1, label=baseline[0])
     return _save(plt, fig, ax, path, "model size", title or f"Accuracy vs model size ({fraction:g} % data)")
 
 
@@ -59,7 +64,13 @@ def _save(plt, fig, ax, path: str, xlabel: str, title: str) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path)
+    if fs.is_url(path):  # a grid in gs://: matplotlib writes local files only
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        with fs.GFile(path, "wb") as f:
+            f.write(buffer.getvalue())
+    else:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fig.savefig(path)
     plt.close(fig)
     return path

@@ -9,8 +9,9 @@ Each run trains the embedded trainer with one method of `dsbs_jax/methods.py` (i
 evaluation task) and scores the method's gold-label task on `--eval_split`; its `result.json` is
 written atomically at the end, so re-running the same command skips finished runs (an interrupted
 run resumes from its last checkpoint). `--emit t5x` writes the same grid as gin files and
-`python -m t5x.train` commands for a TPU slice instead, with the same steps, batch, learning rate
-and lengths.
+real T5X runs for a TPU slice instead (`dsbs_jax/experiments/t5x_grid.py`: from the public T5 1.1
+checkpoints, the paper's batch, steps and lengths by default; `run_all.sh` runs them, `--collect`
+tables them).
 Seeds vary initialisation and data order; the data subsets are the same for every seed and
 method (`tasks.sources.fraction_ids`), as in the paper's comparisons.
 """
@@ -20,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shlex
 import sys
 import time
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -156,43 +156,6 @@ def run_sweep(config: SweepConfig, log=print) -> List[dict]:
     return runs
 
 
-T5X_SIZES = ("small", "base", "large", "xl", "xxl")
-
-
-def t5x_commands(config: SweepConfig, model_dir_root: str, gin_dir: str) -> List[str]:
-    """The grid as gin files under `gin_dir` plus `python -m t5x.train` commands for a TPU slice.
-
-    Each gin file is the generated experiment of its (dataset, method, fraction, size)
-    (`dsbs_jax.gin_gen`) with this sweep's steps, batch, learning rate, lengths and seed.
-    CPU-only sizes (tiny, mini) map to T5 1.1 Small.
-    """
-    from dsbs_jax import gin_gen
-
-    if config.optimizer != "adamw":
-        raise ValueError("--emit t5x: the T5X gin tree trains with the reference's AdamW; drop --optimizer "
-                         f"{config.optimizer} (or edit gin/t5x/finetune.gin).")
-    os.makedirs(gin_dir, exist_ok=True)
-    lengths = dict(config.task_feature_lengths)
-    commands = []
-    for point in grid(config):
-        size = point["size"] if point["size"] in T5X_SIZES else "small"
-        experiment = gin_gen.Experiment(config.dataset, point["method"], size, point["fraction"])
-        run = f"{experiment.name}_seed{point['seed']}"
-        overrides = [f"FINETUNE_STEPS = {config.train_steps}",
-                     f"TRAIN_STEPS = {config.train_steps}  # + PRETRAINED_STEPS when starting from a checkpoint",
-                     f"BATCH_SIZE = {config.batch_size}", f"TASK_FEATURE_LENGTHS = {lengths!r}",
-                     f"RANDOM_SEED = {point['seed']}"]
-        if config.learning_rate is not None:
-            overrides.append(f"LEARNING_RATE = {config.learning_rate!r}")
-        path = os.path.join(gin_dir, f"{run}.gin")
-        with open(path, "w") as f:
-            f.write(gin_gen.t5x_experiment(experiment) + "\n# dsbs sweep settings\n" + "\n".join(overrides) + "\n")
-        model_dir = f"{model_dir_root.rstrip('/')}/{config.dataset}/{run}"
-        commands.append(f"python -m t5x.train --gin_file={shlex.quote(path)} "
-                        f"--gin.MODEL_DIR=\\\"{model_dir}\\\"")
-    return commands
-
-
 def _jsonable(config: SweepConfig) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
@@ -211,33 +174,61 @@ def _split_map(text: Optional[str]) -> Optional[Dict[str, str]]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="dsbs sweep", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dataset", required=True)
+    from dsbs_jax import flags
+
+    p = flags.OneLineParser(prog="dsbs sweep", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--dataset", help="dataset name (required, except with --collect)")
     p.add_argument("--data_root", help="directory holding {dataset}/manifest.json (from dsbs import/rationales)")
     p.add_argument("--format", choices=["release"], help="import --src first (the paper's data release)")
     p.add_argument("--src", help="release root for --format release")
-    p.add_argument("--out", required=True)
-    p.add_argument("--spm_path", help="SentencePiece model; default: trained on the training inputs (CPU runs)")
-    p.add_argument("--vocab_size", type=int, default=2000)
+    p.add_argument("--out", required=True, help="local sweep: its runs, tables and plots; --emit t5x: the grid "
+                   "directory (local or gs://); --collect: the grid to collect (tables and plots go there)")
+    p.add_argument("--spm_path", help="SentencePiece model; local sweeps: default trained on the training inputs; "
+                   "--emit t5x: default the tasks' own (T5's public one unless `dsbs import --train_vocab`)")
+    p.add_argument("--vocab_size", type=flags.int_at_least(8), default=2000)
     p.add_argument("--methods", default=",".join(methods.DEFAULT_METHODS),
                    help=f"comma-separated, from {', '.join(methods.METHODS)}")
     p.add_argument("--fractions", default="12.5,25,50,100")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--sizes", default="mini")
+    p.add_argument("--sizes", help="local sweeps: default mini (CPU sizes tiny, mini too); --emit t5x: T5 1.1 sizes "
+                   "small, base, large, xl, xxl (default base)")
     p.add_argument("--split_map", help="SeqIO split -> our split, e.g. train=valid,validation=test,test=test")
-    p.add_argument("--train_steps", type=int, default=1000)
-    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--train_steps", type=flags.int_at_least(1),
+                   help="local sweeps: default 1000; --emit t5x: fine-tuning steps past the checkpoint (default: the "
+                   "size file's, 10,000; XXL 4,000)")
+    p.add_argument("--batch_size", type=flags.int_at_least(1),
+                   help="local sweeps: default 32; --emit t5x: default the size file's (64; XXL 32)")
     p.add_argument("--optimizer", default="adamw", choices=["adafactor", "adamw"],
                    help="adamw (lr 5e-5, linear decay: the reference's) or adafactor (T5X's, lr 1e-3)")
-    p.add_argument("--learning_rate", type=float)
-    p.add_argument("--inputs_length", type=int, default=256)
-    p.add_argument("--targets_length", type=int, default=128)
+    p.add_argument("--learning_rate", type=flags.float_in(0, low_open=True))
+    p.add_argument("--inputs_length", type=flags.int_at_least(1),
+                   help="local sweeps: default 256; --emit t5x: default gin/t5x/datasets/{dataset}.gin's")
+    p.add_argument("--targets_length", type=flags.int_at_least(1), help="local: 128; --emit t5x: the dataset file's")
     p.add_argument("--eval_split", default="test")
-    p.add_argument("--eval_num_examples", type=int)
-    p.add_argument("--emit", choices=["local", "t5x"], default="local")
-    p.add_argument("--model_dir_root", default="gs://YOUR_BUCKET/dsbs", help="for --emit t5x")
+    p.add_argument("--eval_num_examples", type=flags.int_at_least(1))
+    p.add_argument("--emit", choices=["local", "t5x"], default="local",
+                   help="t5x: write the grid as real T5X runs for a TPU slice (gin files, commands, run_all.sh)")
+    t5x = p.add_argument_group("--emit t5x")
+    t5x.add_argument("--initial_checkpoint", help="a T5X checkpoint_N directory (local or gs://); default: the public "
+                     "T5 1.1 checkpoint of each size (step 1,000,000)")
+    t5x.add_argument("--from_scratch", action="store_true", help="no initial checkpoint")
+    t5x.add_argument("--model_dir_root", help="MODEL_DIR = {model_dir_root}/{run}; default {out}/runs")
+    t5x.add_argument("--num_partitions", type=flags.int_at_least(1),
+                     help="T5X's model-parallel ways (default: the size file's)")
+    t5x.add_argument("--tpu", help="the target slice, e.g. v4-32: prints each run's per-device memory and refuses runs "
+                     "that cannot fit or whose batch does not divide the data-parallel mesh")
+    t5x.add_argument("--no_fit_check", action="store_true", help="print the --tpu memory table but emit anyway")
+    t5x.add_argument("--gin_file", action="append", default=[],
+                     help="an extra gin file included last by every train and eval config (repeatable)")
+    t5x.add_argument("--overwrite", action="store_true", help="replace a different grid already in --out")
+    p.add_argument("--collect", action="store_true",
+                   help="read a T5X grid's evaluation metrics (--out) and write its tables and plots there")
     p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
     a = p.parse_args(argv)
+    if a.collect:
+        return _guarded(lambda: _collect(a), a)
+    if not a.dataset:
+        p.error("the following arguments are required: --dataset")
 
     data_root = a.data_root or os.path.join(a.out, "data")
     if a.format == "release":
@@ -247,9 +238,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             code = import_cli.main(["--format", "release", "--dataset", a.dataset, "--src", a.src, "--out", data_root])
             if code:
                 return code
-    data_dir = os.path.join(data_root, a.dataset)
+    if a.emit == "t5x":
+        return _guarded(lambda: _emit_t5x(a, data_root), a)
+    return _guarded(lambda: _run(a, data_root, os.path.join(data_root, a.dataset)), a)
+
+
+def _guarded(action, a: argparse.Namespace) -> int:
+    from dsbs_jax.experiments import t5x_grid, tpu_fit
+
     try:
-        return _run(a, data_root, data_dir)
+        return action()
+    except (t5x_grid.GridError, tpu_fit.FitError) as e:
+        print(f"dsbs sweep: error: {e}", file=sys.stderr)
+        return 2
     except (ValueError, KeyError, FileNotFoundError, OSError) as e:
         if a.verbose or os.environ.get("DSBS_VERBOSE"):  # `dsbs sweep --verbose` arrives as the variable
             raise
@@ -258,25 +259,49 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
 
 
+def _emit_t5x(a: argparse.Namespace, data_root: str) -> int:
+    from dsbs_jax.experiments import t5x_grid
+
+    if a.optimizer != "adamw":
+        raise t5x_grid.GridError(f"--emit t5x: the T5X gin tree trains with the reference's AdamW; drop --optimizer "
+                                 f"{a.optimizer} (or edit gin/t5x/finetune.gin)")
+    if (a.inputs_length is None) != (a.targets_length is None):
+        raise t5x_grid.GridError("--inputs_length and --targets_length go together (or neither: the dataset's)")
+    lengths = None if a.inputs_length is None else {"inputs": a.inputs_length, "targets": a.targets_length}
+    t5x_grid.emit(t5x_grid.EmitConfig(
+        dataset=a.dataset, data_root=data_root, out=a.out, methods=tuple(a.methods.split(",")),
+        fractions=tuple(_floats(a.fractions)), seeds=tuple(int(s) for s in a.seeds.split(",")),
+        sizes=tuple((a.sizes or "base").split(",")), initial_checkpoint=a.initial_checkpoint,
+        from_scratch=a.from_scratch, model_dir_root=a.model_dir_root, finetune_steps=a.train_steps,
+        batch_size=a.batch_size, lengths=lengths, learning_rate=a.learning_rate, num_partitions=a.num_partitions,
+        spm_path=a.spm_path, extra_gin_files=tuple(a.gin_file), eval_split=a.eval_split, tpu=a.tpu,
+        fit_check=not a.no_fit_check, overwrite=a.overwrite))
+    return 0
+
+
+def _collect(a: argparse.Namespace) -> int:
+    from dsbs_jax.experiments import t5x_collect
+
+    from dsbs_jax.data import fs
+
+    t5x_collect.collect(a.out)
+    with fs.GFile(f"{a.out.rstrip('/')}/results.md") as f:
+        print(f.read(), end="")
+    return 0
+
+
 def _run(a: argparse.Namespace, data_root: str, data_dir: str) -> int:
-    if a.emit != "t5x" and not os.path.exists(os.path.join(data_dir, "manifest.json")):
+    if not os.path.exists(os.path.join(data_dir, "manifest.json")):
         raise FileNotFoundError(f"--data_root {data_root}: no {a.dataset}/manifest.json there; import the data first "
                                 "(`dsbs import`, or --format release --src DIR).")
     config = SweepConfig(
         dataset=a.dataset, data_dir=data_dir, out_dir=a.out, spm_path=a.spm_path,
         methods=tuple(a.methods.split(",")), fractions=tuple(_floats(a.fractions)),
-        seeds=tuple(int(s) for s in a.seeds.split(",")), sizes=tuple(a.sizes.split(",")),
-        split_map=_split_map(a.split_map), train_steps=a.train_steps, batch_size=a.batch_size, optimizer=a.optimizer,
-        learning_rate=a.learning_rate, task_feature_lengths={"inputs": a.inputs_length, "targets": a.targets_length},
+        seeds=tuple(int(s) for s in a.seeds.split(",")), sizes=tuple((a.sizes or "mini").split(",")),
+        split_map=_split_map(a.split_map), train_steps=a.train_steps or 1000, batch_size=a.batch_size or 32,
+        optimizer=a.optimizer, learning_rate=a.learning_rate,
+        task_feature_lengths={"inputs": a.inputs_length or 256, "targets": a.targets_length or 128},
         eval_split=a.eval_split, eval_num_examples=a.eval_num_examples)
-    if a.emit == "t5x":
-        commands = t5x_commands(config, a.model_dir_root, os.path.join(a.out, "t5x"))
-        os.makedirs(a.out, exist_ok=True)
-        with open(os.path.join(a.out, "t5x_commands.sh"), "w") as f:
-            f.write("#!/usr/bin/env bash\nset -euo pipefail\nexport DSBS_DATA_ROOT=" + shlex.quote(data_root) + "\n"
-                    + "\n".join(commands) + "\n")
-        print("\n".join(commands))
-        return 0
     if config.spm_path is None:
         config = dataclasses.replace(config, spm_path=train_vocabulary(data_dir, config.split_map, a.out, a.vocab_size))
     runs = run_sweep(config)

@@ -156,6 +156,39 @@ def find_checkpoint(path: str, step: Optional[int] = None) -> Tuple[str, str]:
         f"'{ORBAX_STATE_DIR}/' directory, or checkpoint_<step>/ subdirectories; found {children[:10]}.")
 
 
+def checkpoint_step(path: str) -> int:
+    """The training step of a T5X `checkpoint_{step}` directory, from its state where readable.
+
+    Local checkpoints are opened: the directory must be a T5X checkpoint, and a msgpack one's
+    stored step must agree with its name. Object-store paths are not opened (that needs network and
+    credentials): their `checkpoint_N` name gives the step. Raises FileNotFoundError or ValueError
+    with a one-line message.
+    """
+    path = os.fspath(path).rstrip("/")
+    named = re.fullmatch(r"checkpoint_(\d+)", os.path.basename(path))
+    if _is_url(path):
+        if named is None:
+            raise ValueError(f"{path}: name the T5X checkpoint_N directory itself (e.g. .../checkpoint_1000000); "
+                             "its step is read from that name")
+        return int(named.group(1))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist")
+    kind, location = find_checkpoint(path)
+    if os.path.dirname(location).rstrip("/") != path:
+        raise ValueError(f"{path} is a model directory; pass one of its checkpoint_N directories "
+                         f"({os.path.basename(os.path.dirname(location))} is the latest)")
+    if kind == "msgpack":
+        stored = _read_msgpack_state(location).get("state", {}).get("step")
+        if stored is not None:
+            if named is not None and int(stored) != int(named.group(1)):
+                raise ValueError(f"{path}: the directory name says step {named.group(1)} but its state holds "
+                                 f"step {int(stored)}")
+            return int(stored)
+    if named is None:
+        raise ValueError(f"{path}: cannot tell its step; name the directory checkpoint_N as T5X does")
+    return int(named.group(1))
+
+
 # ----------------------------------------------------------------------------------------
 # Reading
 # ----------------------------------------------------------------------------------------
@@ -245,12 +278,26 @@ def _read_msgpack_state(ckpt_file: str) -> Dict[str, Any]:
     return contents["optimizer"]
 
 
+def orbax_tree_metadata(state_dir: str) -> Dict[str, Any]:
+    """The state tree of an Orbax `state/` directory with each array's metadata (shape, dtype, sharding).
+
+    Read by the PyTree handler itself: T5X's `checkpoint_N/state/` has no `_CHECKPOINT_METADATA` of
+    its own (the checkpoint manager keeps it one level up), which `PyTreeCheckpointer.metadata` needs.
+    """
+    import orbax.checkpoint as ocp
+    from etils import epath
+
+    path = state_dir if _is_url(state_dir) else os.path.abspath(state_dir)  # Orbax wants absolute paths
+    metadata = ocp.PyTreeCheckpointHandler().metadata(epath.Path(path))
+    return metadata.tree if hasattr(metadata, "tree") else metadata
+
+
 def _read_orbax_state(state_dir: str) -> Dict[str, Any]:
     import orbax.checkpoint as ocp
 
+    state_dir = state_dir if _is_url(state_dir) else os.path.abspath(state_dir)
     checkpointer = ocp.PyTreeCheckpointer()
-    metadata = checkpointer.metadata(state_dir)
-    tree = metadata.item_metadata.tree if hasattr(metadata, "item_metadata") else metadata.tree
+    tree = orbax_tree_metadata(state_dir)
     restore_args = _map_leaves(tree, lambda _: ocp.RestoreArgs(restore_type=np.ndarray))
     state = checkpointer.restore(state_dir, restore_args=restore_args)
     return _map_leaves(state, lambda x: x if x is None else np.asarray(x))
@@ -370,7 +417,7 @@ def t5x_adafactor_zero_state(params: Params, min_dim_size_to_factor: int = 128) 
 
 
 def save_t5x_checkpoint(params: Params, path: str, step: int, *, optimizer_state: Optional[str] = "adafactor",
-                        overwrite: bool = False) -> str:
+                        overwrite: bool = False, min_dim_size_to_factor: int = 128) -> str:
     """Writes `params` as T5X's `Checkpointer` would, to `{path}/checkpoint_{step}/`.
 
     Args:
@@ -381,6 +428,8 @@ def save_t5x_checkpoint(params: Params, path: str, step: int, *, optimizer_state
         Adafactor (so stock T5X fine-tuning gin restores it); None writes no `param_states`
         (then restore in T5X with `RestoreCheckpointConfig.fallback_to_scratch=True`).
       overwrite: replace an existing `checkpoint_{step}`.
+      min_dim_size_to_factor: Adafactor's factoring threshold (T5X's default 128). Toy models
+        pass a small one so that their slots are factored (`v_row`/`v_col`) like the public ones.
 
     Returns:
       The checkpoint directory.
@@ -411,7 +460,7 @@ def save_t5x_checkpoint(params: Params, path: str, step: int, *, optimizer_state
     state: Dict[str, Any] = {"target": _map_leaves(params, np.asarray),
                              "state": {"step": np.asarray(step, np.int32)}}
     if optimizer_state == "adafactor":
-        state["state"]["param_states"] = t5x_adafactor_zero_state(params)
+        state["state"]["param_states"] = t5x_adafactor_zero_state(params, min_dim_size_to_factor)
     elif optimizer_state is not None:
         raise ValueError(f"optimizer_state={optimizer_state!r}; expected 'adafactor' or None.")
 

@@ -56,38 +56,45 @@ def grid_factory(tmp_path_factory):
     broken = root / "broken_metric.gin"
     broken.write_text("from __gin__ import dynamic_registration\n\nimport broken_metric_tasks\n")
 
-    def make(out: pathlib.Path) -> t5x_grid.Grid:
+    def make(out: pathlib.Path, methods=("dsbs",), extra=()) -> t5x_grid.Grid:
         return t5x_grid.emit(t5x_grid.EmitConfig(
-            dataset="same", data_root=str(root / "data"), out=str(out), methods=("dsbs",), fractions=(100.0,),
+            dataset="same", data_root=str(root / "data"), out=str(out), methods=methods, fractions=(100.0,),
             seeds=(0,), sizes=("small",), initial_checkpoint=checkpoint, spm_path=spm, finetune_steps=2,
-            batch_size=4, lengths={"inputs": 16, "targets": 16}, extra_gin_files=(str(toy), str(broken))),
+            batch_size=4, lengths={"inputs": 16, "targets": 16}, extra_gin_files=(str(toy), str(broken), *extra)),
             log=lambda _: None)
 
     return make, root / "modules"
 
 
-def _run(grid_dir, work, modules, *t5x_flags):
+def _run(grid_dir, work, modules):
     env_path = os.pathsep.join([str(modules), str(REPO)])
-    proc = run_all(grid_dir, work, "--devices_per_process", "1", *(["--", *t5x_flags] if t5x_flags else []),
-                   env={**os.environ, "PYTHONPATH": env_path})
+    proc = run_all(grid_dir, work, "--devices_per_process", "1", env={**os.environ, "PYTHONPATH": env_path})
     output, _ = proc.communicate(timeout=900)
     return proc.returncode, output
 
 
-def test_a_broken_metric_fails_the_run(grid_factory, tmp_path):
+def test_a_broken_metric_fails_its_run_and_the_next_run_still_runs(grid_factory, tmp_path):
+    """dsbs is scored on the broken same_label_gold and fails loudly; standard (same_standard_gold) then
+    trains and evaluates anyway, and the summary and exit status name the failure."""
     make, modules = grid_factory
-    make(tmp_path / "grid")
+    grid = make(tmp_path / "grid", methods=("dsbs", "standard"))
     code, output = _run(tmp_path / "grid", tmp_path / "work", modules)
     assert code == 1, output[-3000:]
     failed = [line for line in output.splitlines() if line.startswith("  FAILED ")]
-    assert len(failed) == 1 and "training: exit 1: RuntimeError: deliberately broken metric" in failed[0], output[-3000:]
+    assert len(failed) == 1 and failed[0].startswith(f"  FAILED {grid.runs[0].name}: training: exit 1"), output[-3000:]
+    assert "Failed to evaluate task same_label_gold: deliberately broken metric" in failed[0]
+    assert "1 finished, 0 skipped (finished earlier), 1 failed" in output
+    assert f"[2/2] {grid.runs[1].name}: accuracy" in output
 
 
 def test_with_t5x_default_concurrent_metrics_the_runner_still_fails_it(grid_factory, tmp_path):
     """T5X's default swallows the error (t5x.train exits 0); the missing metrics line gives it away."""
     make, modules = grid_factory
-    make(tmp_path / "grid")
-    code, output = _run(tmp_path / "grid", tmp_path / "work", modules, "--gin.train_script.train.concurrent_metrics=True")
+    default = tmp_path / "t5x_default_concurrent_metrics.gin"
+    default.write_text("from __gin__ import dynamic_registration\n\nimport __main__ as train_script\n\n"
+                       "train_script.train.concurrent_metrics = True\n")
+    make(tmp_path / "grid", extra=(str(default),))
+    code, output = _run(tmp_path / "grid", tmp_path / "work", modules)
     assert code == 1, output[-3000:]
     failed = [line for line in output.splitlines() if line.startswith("  FAILED ")]
     assert len(failed) == 1 and "t5x.train exited 0 but evaluated no same_label_gold at step 1000002" in failed[0]

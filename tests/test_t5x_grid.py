@@ -133,22 +133,42 @@ def test_a_local_checkpoint_gives_its_own_step(data_root, tmp_path):
         emit(data_root, tmp_path / "grid2", sizes=("small",), initial_checkpoint=str(tmp_path / "pre" / "checkpoint_99"))
 
 
+def sweep_cli(argv, capsys) -> tuple[int, str]:
+    """`dsbs sweep ARGV` in this process: (exit status, its one `dsbs sweep: error:` line)."""
+    from dsbs_jax.experiments import sweep
+
+    code = sweep.main(argv)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err, captured.err[-3000:]
+    errors = [line for line in captured.err.splitlines() if line.startswith("dsbs sweep: error: ")]
+    assert len(errors) == (1 if code else 0), captured.err[-3000:]
+    return code, errors[0] if errors else ""
+
+
 @pytest.mark.parametrize("bad, fragment", [
     ("missing", "does not exist"),
     ("not_a_checkpoint", "is not a T5X checkpoint"),
     ("gs://bucket/models/t5", "name the T5X checkpoint_N directory"),
 ])
-def test_a_bad_initial_checkpoint_is_one_line_exit_2_and_writes_nothing(data_root, tmp_path, bad, fragment):
+def test_a_bad_initial_checkpoint_is_one_line_exit_2_and_writes_nothing(data_root, tmp_path, capsys, bad, fragment):
     (tmp_path / "not_a_checkpoint").mkdir()
     (tmp_path / "not_a_checkpoint" / "notes.txt").write_text("hello")
     path = bad if bad.startswith("gs://") else str(tmp_path / bad)
     before = tree_hashes(tmp_path)
-    result = run_cli(["sweep", "--emit", "t5x", "--dataset", "cqa", "--data_root", str(data_root), "--out",
-                      str(tmp_path / "grid"), "--sizes", "base", "--initial_checkpoint", path,
-                      "--spm_path", DEFAULT_SPM_PATH])
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert_one_error_line(result, "dsbs sweep", "--initial_checkpoint", fragment)
+    code, error = sweep_cli(["--emit", "t5x", "--dataset", "cqa", "--data_root", str(data_root), "--out",
+                             str(tmp_path / "grid"), "--sizes", "base", "--initial_checkpoint", path,
+                             "--spm_path", DEFAULT_SPM_PATH], capsys)
+    assert code == 2 and "--initial_checkpoint" in error and fragment in error, error
     assert tree_hashes(tmp_path) == before and not (tmp_path / "grid").exists()
+
+
+def test_the_real_command_line_reports_a_bad_checkpoint_in_one_line(data_root, tmp_path):
+    """The same through `python -m dsbs_jax.cli` (the `dsbs` entry point), from another directory."""
+    result = run_cli(["sweep", "--emit", "t5x", "--dataset", "cqa", "--data_root", str(data_root), "--out",
+                      str(tmp_path / "grid"), "--initial_checkpoint", str(tmp_path / "nope" / "checkpoint_7")])
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert_one_error_line(result, "dsbs sweep", "--initial_checkpoint", "does not exist")
+    assert not (tmp_path / "grid").exists()
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -158,12 +178,12 @@ def test_a_bad_initial_checkpoint_is_one_line_exit_2_and_writes_nothing(data_roo
     (["--tpu", "v4-8", "--sizes", "xl", "--num_partitions", "1"], "xl"),  # AdamW replicated: does not fit
     (["--tpu", "v4-32", "--batch_size", "20"], "does not divide over the 16-way data-parallel mesh"),
     (["--tpu", "v9-8"], "expected an accelerator type"),
+    (["--inputs_length", "64"], "--inputs_length and --targets_length go together"),
 ])
-def test_emit_refusals(data_root, tmp_path, argv, fragment):
-    result = run_cli(["sweep", "--emit", "t5x", "--dataset", "cqa", "--data_root", str(data_root), "--out",
-                      str(tmp_path / "grid"), *argv])
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert_one_error_line(result, "dsbs sweep", fragment)
+def test_emit_refusals(data_root, tmp_path, capsys, argv, fragment):
+    code, error = sweep_cli(["--emit", "t5x", "--dataset", "cqa", "--data_root", str(data_root), "--out",
+                             str(tmp_path / "grid"), *argv], capsys)
+    assert code == 2 and fragment in error, error
     assert not (tmp_path / "grid").exists()
 
 

@@ -6,8 +6,11 @@ collectives), a (data 4, model 2) mesh, from a toy step-1,000,000 checkpoint. Ch
   (every training example is the same, so both see the same global batches however they are
   sharded), and each process reads its own shard of the training files (SeqIO's log lines);
 * inference evaluation during training on a validation split with fewer files (1) than hosts and a
-  length (7) that divides neither the hosts nor the batch: T5X loads it on every host, pads it and
-  asserts the hosts agree (`get_infer_fn`); the metrics file must be written;
+  length (17) that divides neither the hosts nor the batch: T5X loads it whole on every host, pads it
+  to a multiple of the batch and asserts the hosts agree (`get_infer_fn`); the metrics file must be
+  written. Broken variant (tried by hand): the split read per host, as SeqIO's `ShardInfo` shards
+  training data (9 and 8 examples), pads to 16 and 8, T5X stops with `Dataset lengths do not agree
+  across hosts` and the run fails;
 * multi-host `t5x.eval` of the final checkpoint;
 * a dead host: kill -9 one process mid-run; the other must stop by itself within about the heartbeat
   timeout (not hang in a collective), and run_all.sh reports the run failed naming the lost peer.
@@ -29,9 +32,10 @@ import pytest
 pytest.importorskip("t5x")
 
 import synthetic_letters  # noqa: E402
-from dsbs_jax.data import schema, tfrecords  # noqa: E402
+from dsbs_jax.data import tfrecords  # noqa: E402
 from dsbs_jax.data.vocab import train_sentencepiece  # noqa: E402
 from dsbs_jax.experiments import t5x_grid, t5x_rehearsal  # noqa: E402
+from test_multihost import _example  # noqa: E402  (every example the same: "4 k 9 1" -> "k")
 from test_t5x_rehearsal import logged_train_metrics, run_all, train_log  # noqa: E402
 
 FIRST = t5x_rehearsal.PRETRAINED_STEP
@@ -39,17 +43,12 @@ STEPS = 4
 HEARTBEAT = 10
 
 
-def _example(split: str, i: int) -> schema.Example:
-    return schema.Example(id=f"{split}-{i}", dataset="same", split=split, input="4 k 9 1", label="k",
-                          teacher_label="k", rationales=("the letter among 4 k 9 1 is k",), teacher_meta={})
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("t5x_multihost")
     spm = train_sentencepiece(synthetic_letters.vocab_texts(), str(root / "spm"), vocab_size=64)
-    # train: 2 files, one per host; valid: 1 file for 2 hosts, 7 examples; test: 6 examples.
-    for split, n, shards in (("train", 32, 2), ("valid", 7, 1), ("test", 6, 1)):
+    # train: 2 files; valid: 1 file for 2 hosts, 17 examples (divides neither 2 hosts nor batch 8); test: 6.
+    for split, n, shards in (("train", 32, 2), ("valid", 17, 1), ("test", 6, 1)):
         tfrecords.write_split(str(root / "data" / "same"), split, [_example(split, i) for i in range(n)],
                               num_shards=shards)
     checkpoint = t5x_rehearsal.write_pretrained_checkpoint(str(root / "pretrained"), vocab_size=128)
@@ -128,7 +127,7 @@ def test_inference_eval_on_a_split_with_fewer_files_than_hosts(two_hosts):
     metrics = pathlib.Path(run.model_dir, "inference_eval", f"{run.eval_task}-metrics.jsonl").read_text()
     assert f'"step": {FIRST + 2}' in metrics and f'"step": {FIRST + STEPS}' in metrics
     log = (work / "logs" / f"{run.name}.train.0.log").read_text()
-    assert "Padding infer dataset with 1 examples" in log  # 7 validation examples -> 8
+    assert "Padding infer dataset with 7 examples" in log  # 17 validation examples -> 24, 12 per host
 
 
 def _pids_of(marker: str, process_index: int) -> list[int]:

@@ -65,7 +65,7 @@ def rehearsal(release_dir, tmp_path_factory):
         batch_size=8, lengths={"inputs": 96, "targets": 64}, num_partitions=1, eval_period=2, checkpoint_period=2,
         log=lambda _: None)
     grid_dir, work = out / "grid", out / "work"
-    proc = run_all(grid_dir, work)
+    proc = run_all(grid_dir, work, "--devices_per_process", "1")
     output, _ = proc.communicate(timeout=1500)
     collected = subprocess.run([sys.executable, "-m", "dsbs_jax.cli", "sweep", "--collect", "--out", "grid"],
                                cwd=str(out), capture_output=True, text=True, timeout=300,
@@ -147,7 +147,7 @@ def test_each_run_is_evaluated_on_test_and_collect_tables_every_run(rehearsal):
 
 
 def test_a_second_run_all_skips_every_finished_run(rehearsal):
-    proc = run_all(rehearsal["grid_dir"], rehearsal["out"] / "work_again")
+    proc = run_all(rehearsal["grid_dir"], rehearsal["out"] / "work_again", "--devices_per_process", "1")
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0 and "0 finished, 3 skipped (finished earlier), 0 failed" in output, output[-2000:]
 
@@ -198,7 +198,7 @@ def test_a_preempted_run_resumes_to_the_planned_step_and_sees_the_same_examples(
         batch_size=8, lengths={"inputs": 96, "targets": 64}, num_partitions=1, extra_gin_files=tuple(extra)),
         log=lambda _: None)
     run = grid.runs[0]
-    first = run_all(grid_dir, tmp_path / "work1")
+    first = run_all(grid_dir, tmp_path / "work1", "--devices_per_process", "1")
     marker = pathlib.Path(run.model_dir) / f"checkpoint_{FIRST + 2}" / "commit_success.txt"
     deadline = time.time() + 600
     while not marker.exists() and first.poll() is None and time.time() < deadline:
@@ -208,7 +208,7 @@ def test_a_preempted_run_resumes_to_the_planned_step_and_sees_the_same_examples(
     assert marker.exists(), "the run should have reached its first periodic checkpoint"
     assert not pathlib.Path(run.model_dir, f"checkpoint_{FINAL}").exists(), "killed too late to test a resume"
 
-    second = run_all(grid_dir, tmp_path / "work2")
+    second = run_all(grid_dir, tmp_path / "work2", "--devices_per_process", "1")
     output, _ = second.communicate(timeout=900)
     assert second.returncode == 0, output[-3000:]
     resumed = logged_train_metrics(train_log(tmp_path / "work2", run))

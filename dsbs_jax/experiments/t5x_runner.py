@@ -101,8 +101,13 @@ class _Progress:
         if not self.enabled:
             return
         done = step - self.run.first_step
-        if self.first is None:
+        if self.first is None:  # T5X's first line carries the restored step: no rate yet
             self.first, self.started = step, time.time()
+            if step > self.run.first_step and not sys.stderr.isatty():
+                print(f"  {self.run.name}: resumed from checkpoint_{step} in its MODEL_DIR", file=sys.stderr, flush=True)
+            if not sys.stderr.isatty():
+                self.last_step = step
+                return
         if sys.stderr.isatty():
             import tqdm
 

@@ -24,6 +24,7 @@ estimate exceeds `USABLE_HBM_FRACTION` of the chip's memory.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from typing import Dict, Mapping, Optional, Tuple
@@ -104,6 +105,7 @@ class MemoryEstimate:
                 "total GiB": gib(self.total), "HBM GiB": gib(self.hbm_bytes), "fits": "yes" if self.fits else "NO"}
 
 
+@functools.lru_cache(maxsize=None)  # abstract evaluation of an XXL network takes a second; sizes repeat
 def _model_axis_sizes(config: T5Config) -> Dict[str, Tuple[Tuple[int, ...], Tuple[Optional[str], ...]]]:
     """Parameter name -> (shape, logical axis names), from the network itself (no arrays made)."""
     import jax

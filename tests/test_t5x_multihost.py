@@ -14,8 +14,9 @@ collectives), a (data 4, model 2) mesh, from a toy step-1,000,000 checkpoint. Ch
 * multi-host `t5x.eval` of the final checkpoint;
 * a dead host: kill -9 one process mid-run; the other must stop by itself within about the heartbeat
   timeout (not hang in a collective), and run_all.sh reports the run failed naming the lost peer.
-  The broken variant this catches: JAX's default 100 s heartbeat (T5X's `--multiprocess_gpu`) makes
-  the survivor wait ~100 s, past the bound asserted here.
+  The broken variant this catches (tried by hand): JAX's default 100 s heartbeat, which T5X's own
+  `--multiprocess_gpu` start-up keeps; the survivor then stopped 59 s after the kill, past the bound
+  asserted here (3 x 10 s + 20 s).
 """
 from __future__ import annotations
 

@@ -153,7 +153,11 @@ def test_a_second_run_all_skips_every_finished_run(rehearsal):
 
 
 def test_memory_estimate_equals_the_arrays_of_the_real_checkpoint(rehearsal):
-    """tpu_fit's parameter and AdamW bytes and partition specs are those T5X wrote (toy size, one device)."""
+    """tpu_fit's parameter and AdamW bytes and partition specs are those T5X wrote (toy size, one device).
+
+    Broken variants this catches: an estimate that counted one moment or Adafactor's factored slots
+    instead of AdamW's two full ones, or that replicated the `joined_kv`/`mlp`/`vocab`-sharded kernels.
+    """
     run = next(r for r in rehearsal["grid"].runs if r.method == "dsbs")
     tree = checkpoints.orbax_tree_metadata(f"{run.model_dir}/checkpoint_{FINAL}/state")
     def arrays(node, prefix=()):
@@ -208,7 +212,7 @@ def test_a_preempted_run_resumes_to_the_planned_step_and_sees_the_same_examples(
     assert marker.exists(), "the run should have reached its first periodic checkpoint"
     assert not pathlib.Path(run.model_dir, f"checkpoint_{FINAL}").exists(), "killed too late to test a resume"
 
-    second = run_all(grid_dir, tmp_path / "work2", "--devices_per_process", "1")
+    second = run_all(grid_dir, tmp_path / "work2", "--devices_per_process", "1", "--train_only")
     output, _ = second.communicate(timeout=900)
     assert second.returncode == 0, output[-3000:]
     resumed = logged_train_metrics(train_log(tmp_path / "work2", run))

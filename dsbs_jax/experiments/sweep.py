@@ -238,7 +238,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--model_dir_root", default="gs://YOUR_BUCKET/dsbs", help="for --emit t5x")
     p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
     a = p.parse_args(argv)
+    from dsbs_jax.flags import check_writable
 
+    problem = check_writable(a.out, "--out")  # before any import or training writes there
+    if problem:
+        print(f"dsbs sweep: error: {problem}", file=sys.stderr)
+        return 2
     data_root = a.data_root or os.path.join(a.out, "data")
     if a.format == "release":
         from dsbs_jax.data import import_cli

@@ -37,7 +37,14 @@ def _explain(path: str, error: Exception) -> str:
 
 
 class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
-    """seqio's vocabulary (equal to it for T5X's model/task check) with a one-line error on a bad path."""
+    """seqio's vocabulary (equal to it for T5X's model/task check) with a one-line error on a bad path.
+
+    `origin` says why this file was chosen (`dsbs train` prints it and records it in the run).
+    """
+
+    def __init__(self, sentencepiece_model_file: str, extra_ids: int = 0, *, origin: str = ""):
+        super().__init__(sentencepiece_model_file, extra_ids=extra_ids)
+        self.origin = origin
 
     def _model_context(self):
         try:
@@ -48,14 +55,23 @@ class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
             raise VocabularyError(_explain(self.sentencepiece_model_file, e)) from None
 
 
-def get_vocabulary(spm_path: Optional[str] = None, extra_ids: Optional[int] = None) -> seqio.SentencePieceVocabulary:
+ORIGIN_ENV = f"${SPM_PATH_ENV}"
+ORIGIN_T5 = "T5's public vocabulary, what pretrained T5 checkpoints need"
+
+
+def get_vocabulary(spm_path: Optional[str] = None, extra_ids: Optional[int] = None,
+                   origin: Optional[str] = None) -> seqio.SentencePieceVocabulary:
     """`spm_path`, else `$DSBS_SPM_PATH`, else T5's public `cc_all.32000` model (on GCS).
 
     T5's model gets T5's 100 extra ids (T5X's vocabulary of 32100, embedded as 32128); a
     locally trained model gets none unless `extra_ids` says so. The file is read on first use;
-    an unreadable one raises `VocabularyError` naming `$DSBS_SPM_PATH`.
+    an unreadable one raises `VocabularyError` naming `$DSBS_SPM_PATH`. `origin` (default: which
+    of the three it is) is kept on the vocabulary for `dsbs train` to print and record.
     """
-    path = spm_path or os.environ.get(SPM_PATH_ENV) or DEFAULT_SPM_PATH
+    env = os.environ.get(SPM_PATH_ENV)
+    path = spm_path or env or DEFAULT_SPM_PATH
     if extra_ids is None:
         extra_ids = DEFAULT_EXTRA_IDS if path == DEFAULT_SPM_PATH else 0
-    return SentencePieceVocabulary(path, extra_ids=extra_ids)
+    if origin is None:
+        origin = "the caller's" if spm_path else ORIGIN_ENV if env else ORIGIN_T5
+    return SentencePieceVocabulary(path, extra_ids=extra_ids, origin=origin)

@@ -20,6 +20,14 @@ LINE = re.compile(r"^dsbs train: interrupted at step (\d+) \((SIGINT|SIGTERM)\);
                   r"step (\d+)$")
 
 
+def assert_same_params(reference_dir, model_dir) -> None:
+    """The newest checkpoints of two runs hold bit-identical parameters (and more than a few of them)."""
+    want, got = (jax.tree.leaves(inference.load_for_inference(str(d))[0]) for d in (reference_dir, model_dir))
+    assert len(want) == len(got) > 20
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def _interrupt_after(cmd, env, model_dir, checkpoint: int, signum: int) -> subprocess.CompletedProcess:
     """Runs `cmd`, sends `signum` once `checkpoint` is complete; returns the finished process."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -49,7 +57,6 @@ def _assert_one_line(result: subprocess.CompletedProcess, signum: int, at_least:
 def test_sigint_then_sigterm_each_one_line_and_the_resumed_run_is_bit_identical(letters, tmp_path):
     gin.clear_config()
     assert cli.train_main(_argv(tmp_path / "ref")) == 0
-    ref = jax.tree.leaves(inference.load_for_inference(str(tmp_path / "ref"))[0])
 
     model_dir = tmp_path / "stopped"
     cmd = [sys.executable, "-m", "dsbs_jax.cli", "train", *_argv(model_dir)]
@@ -64,9 +71,6 @@ def test_sigint_then_sigterm_each_one_line_and_the_resumed_run_is_bit_identical(
     resume = _assert_one_line(second, signal.SIGTERM, resume + 20, model_dir)
 
     last = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
-    assert last.returncode == 0, last.stderr[-3000:]
-    assert f"Resumed from {model_dir / 'checkpoints'} step {resume}" in last.stderr
-    leaves = jax.tree.leaves(inference.load_for_inference(str(model_dir))[0])
-    assert len(leaves) == len(ref) > 20
-    for a, b in zip(ref, leaves):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert last.returncode == 0 and f"Resumed from {model_dir / 'checkpoints'} step {resume}" in last.stderr, (
+        last.stderr[-3000:])
+    assert_same_params(tmp_path / "ref", model_dir)

@@ -36,15 +36,24 @@ def _run(cmd: str, argv: Optional[Sequence[str]], job: Callable[[gin_utils.GinAr
         print(_USAGE.format(cmd=cmd))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from dsbs_jax.locks import LockedError
-    from dsbs_jax.train import checkpointing, input_pipeline, interrupts
+    from dsbs_jax.train import interrupts  # light: the handlers are in place before TensorFlow/orbax load
 
     try:
         with interrupts.raise_on_signals():
-            result = _parse_and_run(cmd, argv, job)
+            return _report_errors(cmd, argv, job)
     except interrupts.Interrupted as e:
-        print(f"dsbs {cmd}: {e.describe()}", file=sys.stderr)
+        report = e.describe() if cmd == "train" else f"interrupted ({e.signal_name})"
+        print(f"dsbs {cmd}: {report}", file=sys.stderr)
         return e.exit_code
+
+
+def _report_errors(cmd: str, argv: Sequence[str], job: Callable[[gin_utils.GinArgs], dict]) -> int:
+    """Runs the job; configuration errors become one line and exit status 2, the result JSON on stdout."""
+    from dsbs_jax.locks import LockedError
+    from dsbs_jax.train import checkpointing, input_pipeline
+
+    try:
+        result = _parse_and_run(cmd, argv, job)
     except (gin_utils.GinConfigError, input_pipeline.DataError, checkpointing.CheckpointError, LockedError) as e:
         print(f"dsbs {cmd}: error: {e}", file=sys.stderr)
         return 2

@@ -411,6 +411,7 @@ def train(config: TrainConfig) -> Dict[str, Any]:
     if problem:
         raise GinConfigError(problem)
     choice, model_config = _choose_vocabulary(config, config.model_config())
+    interrupts.check()
     eval_tasks = config.eval_task_names()
     record = run_record(config, model_config, choice, eval_tasks)
     _check_resume(config, record)
@@ -484,8 +485,9 @@ def _train_locked(config: TrainConfig, model_config: T5Config, record: Mapping[s
         results.update(evaluation.flatten_metrics(results.get("eval", {})))
         return results
     finally:
-        metrics_log.close()
-        ckpt.close()
+        with interrupts.deferred():  # a pending checkpoint write completes before the process ends
+            metrics_log.close()
+            ckpt.close()
 
 
 def _evaluates(config: TrainConfig) -> bool:
@@ -528,6 +530,7 @@ def _train_loop(config: TrainConfig, model_config: T5Config, loss_config: LossCo
             local = next(data)
             tokens_total += float(sum(np.count_nonzero(v) for k, v in local.items()
                                       if k.endswith("encoder_input_tokens") or k.endswith("decoder_target_tokens")))
+            interrupts.check()  # a signal whose exception a gc callback swallowed stops the run here
             state, metrics = step_fn(state, _global_batch(local, b_sharding))
             progress.step = step
             window.append(metrics)
@@ -552,7 +555,8 @@ def _train_loop(config: TrainConfig, model_config: T5Config, loss_config: LossCo
             final = step == config.train_steps
             if final:
                 # The last checkpoint is written before the final evaluation, which can fail or be killed.
-                ckpt.save(state, data.state())
+                with interrupts.deferred():  # never cut a checkpoint call short (see interrupts)
+                    ckpt.save(state, data.state())
             if evaluator is not None and _eval_due(config, step, final):
                 last_eval = evaluator.evaluate(lambda: state.params, step)
                 eval_metrics = evaluation.flatten_metrics(last_eval)
@@ -564,7 +568,8 @@ def _train_loop(config: TrainConfig, model_config: T5Config, loss_config: LossCo
                 else:
                     log.info(line)
             if step % config.checkpoint_period == 0 and not final:
-                ckpt.save(state, data.state(), metrics=eval_metrics)
+                with interrupts.deferred():
+                    ckpt.save(state, data.state(), metrics=eval_metrics)
     finally:
         bar.close()
     elapsed = max(time.time() - t0, 1e-9)

@@ -97,3 +97,17 @@ def test_roots_overlay_and_llm_tasks_need_teacher_labels(tmp_path, spm_model, re
     assert count == {"train": 5, "validation": 3, "test": 2}
     rationale = next(task.get_dataset(None, split="train", shuffle=False).as_numpy_iterator())
     assert rationale["rationale_targets_pretokenized"].decode().startswith("because")
+
+
+def test_reimporting_train_without_train_vocab_returns_to_t5s_vocabulary(tmp_path, capsys):
+    """The error for a pretrained run with a dataset vocabulary says "import without --train_vocab":
+    that must work without --overwrite, and leave no stale model behind."""
+    src = _write(tmp_path / "sums.jsonl", 60)
+    assert _import(src, tmp_path / "data", "--train_vocab", "300") == 0
+    record = tfrecords.read_manifest(str(tmp_path / "data" / "sums"))["vocabulary"]
+    capsys.readouterr()
+    assert _import(src, tmp_path / "data") == 0
+    assert "vocabulary" not in tfrecords.read_manifest(str(tmp_path / "data" / "sums"))
+    assert not (tmp_path / "data" / "sums" / record["path"]).exists()
+    assert (f"vocabulary: dropped {tmp_path}/data/sums/{record['path']}, trained on the train split this import "
+            "replaced; the tasks now use T5's") in capsys.readouterr().out

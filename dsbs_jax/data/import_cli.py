@@ -262,7 +262,13 @@ def run(args: argparse.Namespace, notes: Optional[adapters.user.ReadNotes] = Non
         if spec_record is not None:
             adapters.user.write_spec_file(staging if replace else dataset_dir, spec_record)
         if not args.train_vocab:
-            return tfrecords.publish_staged(staging, dataset_dir, replace=replace)
+            manifest = tfrecords.publish_staged(staging, dataset_dir, replace=replace)
+            if "train" in splits and "vocabulary" in manifest:  # trained on the train split just replaced
+                from dsbs_jax.data import vocab
+
+                notes.dropped_vocabulary = vocab.remove_dataset_vocabulary(dataset_dir)
+                return tfrecords.read_manifest(dataset_dir)
+            return manifest
         # Trained before publishing, so a failure leaves --out as it was.
         import tempfile
 
@@ -296,6 +302,9 @@ def _notes(args: argparse.Namespace, manifest: dict, notes: adapters.user.ReadNo
                  "bytes that spell text it never saw)" if size > args.train_vocab else "")
         lines.append(f"vocabulary: {dataset_dir}/{vocabulary['path']}, {size} pieces{short}; the tasks of "
                      f"{args.dataset!r} use it: train from scratch with it (pretrained T5 needs T5's vocabulary)")
+    if notes.dropped_vocabulary:
+        lines.append(f"vocabulary: dropped {dataset_dir}/{notes.dropped_vocabulary['path']}, trained on the train "
+                     "split this import replaced; the tasks now use T5's (--train_vocab N trains a new one)")
     if notes.numeric_labels:
         lines.append(f"note: {notes.numeric_labels} labels of field {args.label_field!r} are JSON numbers (e.g. "
                      f"{notes.first_numeric_label!r}); they are stored, learned and predicted as text "

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from typing import Iterable, Optional
 
 # T5's public SentencePiece model (32000 pieces; T5X pads the embedding to 32128 with 100
 # extra ids). TPU users read it from GCS; this machine never does.
@@ -116,6 +116,30 @@ def install_dataset_vocabulary(dataset_dir: str, model_path: str, requested_size
               "trained_on": sorted(splits), "extra_ids": 0}
     manifest_path = f"{dataset_dir.rstrip('/')}/{tfrecords.MANIFEST}"
     manifest = tfrecords.read_manifest(dataset_dir)
+    previous = (manifest.get("vocabulary") or {}).get("path")
     manifest["vocabulary"] = record
     tfrecords._write_manifest(manifest_path, manifest)  # same package: the atomic manifest write
+    if previous and previous != record["path"] and tf.io.gfile.exists(f"{dataset_dir.rstrip('/')}/{previous}"):
+        tf.io.gfile.remove(f"{dataset_dir.rstrip('/')}/{previous}")  # a re-import's stale model
+    return record
+
+
+def remove_dataset_vocabulary(dataset_dir: str) -> Optional[dict]:
+    """Drops the dataset's own vocabulary (manifest record and file); returns the old record, or None.
+
+    For an import that replaces the train split without `--train_vocab`: the model was trained on
+    the text being replaced, and keeping it would override T5's vocabulary that the import asks for.
+    """
+    import tensorflow as tf
+
+    from dsbs_jax.data import tfrecords
+
+    manifest = tfrecords.read_manifest(dataset_dir)
+    record = manifest.pop("vocabulary", None)
+    if record is None:
+        return None
+    tfrecords._write_manifest(f"{dataset_dir.rstrip('/')}/{tfrecords.MANIFEST}", manifest)
+    path = f"{dataset_dir.rstrip('/')}/{record['path']}"
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
     return record

@@ -117,10 +117,11 @@ def user_spec(dataset: str, mapping: FieldMapping, parser: Optional[parsers.Teac
 
 @dataclasses.dataclass
 class ReadNotes:
-    """What `read_user` converted without failing, for `dsbs import` to say (not an error)."""
+    """What `read_user` converted without failing (and what the import decided), for `dsbs import` to say."""
 
     numeric_labels: int = 0  # labels given as JSON numbers, stored as their text
     first_numeric_label: Any = None
+    dropped_vocabulary: Optional[dict] = None  # the dataset's own vocabulary an import made stale
 
 
 SPEC_FILE = specs.SPEC_FILE

@@ -57,6 +57,7 @@ def _assert_one_line(result: subprocess.CompletedProcess, signum: int, at_least:
 def test_sigint_then_sigterm_each_one_line_and_the_resumed_run_is_bit_identical(letters, tmp_path):
     gin.clear_config()
     assert cli.train_main(_argv(tmp_path / "ref")) == 0
+    gin.clear_config()  # unlocked again, for modules that register configurables when later tests import them
 
     model_dir = tmp_path / "stopped"
     cmd = [sys.executable, "-m", "dsbs_jax.cli", "train", *_argv(model_dir)]

@@ -31,6 +31,7 @@ def _metric_steps(model_dir: pathlib.Path) -> list:
 def test_second_training_in_one_model_dir_exits_2_and_the_first_equals_a_solo_run(letters, tmp_path):
     gin.clear_config()
     assert cli.train_main(_argv(tmp_path / "solo")) == 0
+    gin.clear_config()
 
     shared = tmp_path / "shared"
     cmd = [sys.executable, "-m", "dsbs_jax.cli", "train", *_argv(shared)]
@@ -70,3 +71,4 @@ def test_a_finished_run_releases_model_dir(letters, tmp_path):
     assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
     gin.clear_config()
     assert cli.train_main(_argv(model_dir)) == 0  # nothing left to train: evaluates only, not refused
+    gin.clear_config()  # unlocked again, for modules that register configurables when later tests import them

@@ -12,11 +12,13 @@ Every usage error is one line, `prog: error: argument --limit: expected an integ
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
 import sys
+import tempfile
 import traceback
-from typing import Callable, NoReturn, Optional
+from typing import Callable, NoReturn, Optional, Sequence
 
 USAGE_EXIT = 2
 
@@ -26,6 +28,32 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_EXIT, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_args(self, args: Optional[Sequence[str]] = None, namespace=None) -> argparse.Namespace:
+        """argparse's parse, but a mistyped flag is named before any missing required one.
+
+        argparse checks required flags first, so `--fromat jsonl` used to say "--format is
+        required" without naming the typo.
+        """
+        args = list(sys.argv[1:] if args is None else args)
+        unknown = self._unknown_flag(args)
+        if unknown:
+            self.error(unknown)
+        return super().parse_args(args, namespace)
+
+    def _unknown_flag(self, args: Sequence[str]) -> Optional[str]:
+        known = [s for action in self._actions for s in action.option_strings]
+        for arg in args:
+            if arg == "--":
+                break
+            name = arg.split("=", 1)[0]
+            if not name.startswith("--") or name in known:
+                continue
+            if self.allow_abbrev and any(k.startswith(name) for k in known):
+                continue  # a prefix: argparse takes it, or names the ambiguity itself
+            close = difflib.get_close_matches(name, known, n=1)
+            return f"unrecognized argument {name}" + (f" (did you mean {close[0]}?)" if close else "")
+        return None
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -81,11 +109,11 @@ def report_error(prog: str, error: BaseException, *, verbose: bool = False, code
 def check_writable(path: str, flag: str) -> Optional[str]:
     """Why `path` (a local output directory, created later if absent) cannot be written, or None.
 
-    Looks at the nearest existing ancestor without creating anything, so a refusal changes
-    nothing on disk. `gs://` and other URLs are not checked here (the write itself reports).
+    Creates and removes an empty directory in the nearest existing ancestor, so a refusal (and
+    an acceptance) leaves the tree as it was: `os.access` alone says yes to root for read-only
+    and virtual filesystems (`/proc`), where the later `makedirs` failed with a raw `[Errno 2]`.
+    `gs://` and other URLs are not checked here (the write itself reports).
     """
-    import os
-
     if "://" in path:
         return None
     probe = os.path.abspath(path)
@@ -98,4 +126,9 @@ def check_writable(path: str, flag: str) -> Optional[str]:
         return f"{flag} {path}: {probe} is a file, not a directory; pass a directory"
     if not os.access(probe, os.W_OK | os.X_OK):
         return f"{flag} {path}: {probe} is not writable; pass a directory you can write to"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".dsbs-write-probe-", dir=probe))
+    except OSError as error:
+        return (f"{flag} {path}: cannot create a directory in {probe} ({error.strerror or error}); "
+                "pass a directory you can write to")
     return None

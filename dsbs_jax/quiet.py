@@ -11,7 +11,8 @@ Three layers, because the chatter comes from three places:
   on machines without an NVIDIA device, `CUDA_VISIBLE_DEVICES=""` so TensorFlow's CUDA build does
   not print `cuInit` errors; `JAX_PLATFORMS=cpu` where no GPU or TPU device file exists);
 - Python loggers: absl (SeqIO's "uncached FunctionDataset" warnings), and the root logger's
-  spurious `ERROR root: Path not found` from `tf.io.gfile` probing;
+  spurious `ERROR root: Path not found` from `tf.io.gfile` probing and gin's
+  `INFO root: system_path_file_exists:models/base.gin` (once per include and parse pass);
 - C++ libraries that write straight to file descriptor 2 (SentencePiece's `normalizer.cc` lines
   from TensorFlow Text's in-graph tokenizer, XLA/absl `W0000 ...` lines): fd 2 is routed through
   a thread that drops lines matching `NOISE` and forwards everything else, so real errors and
@@ -81,7 +82,7 @@ def quiet_loggers() -> None:
         pass
     for name in ("absl", "tensorflow", "jax", "jax._src", "orbax", "seqio", "clu"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    logging.getLogger().addFilter(_DropMessages(r"^Path not found"))
+    logging.getLogger().addFilter(_DropMessages(r"^(Path not found|system_path_file_exists:)"))
     import warnings
 
     warnings.filterwarnings("ignore", message=r".*uncached FunctionDataset.*")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, Iterable, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import seqio
 import tensorflow as tf
@@ -169,7 +169,7 @@ def _add_or_verify(name: str, signature: tuple, add) -> None:
 
 def register_dataset_tasks(
     dataset: str,
-    data_dir: str,
+    data_dir: Union[str, Sequence[str]],
     *,
     vocabulary: Optional[seqio.Vocabulary] = None,
     label_sources: Sequence[str] = LABEL_SOURCES,
@@ -183,7 +183,9 @@ def register_dataset_tasks(
 
     Args:
       dataset: the name prefix of every task (usually the directory name).
-      data_dir: a dataset directory written by `dsbs import` or `dsbs rationales`.
+      data_dir: a dataset directory written by `dsbs import` or `dsbs rationales`, or several
+        (each split is read from the first that has it, e.g. the teacher's train and the import's
+        valid and test).
       vocabulary: defaults to `tasks.vocab.get_vocabulary()`.
       label_sources: "gold" and/or "llm" (teacher labels; needs teacher output): methods training
         on another source are skipped.
@@ -200,8 +202,9 @@ def register_dataset_tasks(
     options = options or TaskOptions()
     vocabulary = vocabulary or get_vocabulary()
     split_map = dict(split_map or sources.DEFAULT_SPLIT_MAP)
-    manifest = tfrecords.read_manifest(data_dir)  # clear error when the directory is missing
-    metric = metric or _metric_of(dataset, manifest)
+    dirs = (data_dir,) if isinstance(data_dir, str) else tuple(data_dir)
+    manifests = [tfrecords.read_manifest(d) for d in dirs]  # clear error when a directory is missing
+    metric = metric or _metric_of(dataset, manifests)
     if metric not in metrics.LABEL_METRICS:
         raise ValueError(f"metric must be one of {sorted(metrics.LABEL_METRICS)}, found {metric!r}.")
     unknown = set(label_sources) - set(LABEL_SOURCES)
@@ -227,7 +230,7 @@ def register_dataset_tasks(
         metric_fns = ([metrics.token_f1] if variant == "rationale" else
                       [] if variant == "paired" else [label_metric])
         if fraction not in sources_by_fraction:
-            sources_by_fraction[fraction] = sources.make_source(data_dir, split_map, fraction, options.fraction_seed)
+            sources_by_fraction[fraction] = sources.make_source(dirs, split_map, fraction, options.fraction_seed)
         source = sources_by_fraction[fraction]
         _add_or_verify(name, signature, lambda: seqio.TaskRegistry.add(
             name, source=source,
@@ -257,13 +260,13 @@ def register_dataset_tasks(
     return names
 
 
-def _metric_of(dataset: str, manifest: Mapping) -> str:
+def _metric_of(dataset: str, manifests: Sequence[Mapping]) -> str:
     from dsbs_jax.data import specs
 
     try:
         return specs.get_spec(dataset).metric
     except (KeyError, ValueError):
-        return manifest.get("metric", "accuracy")
+        return next((m["metric"] for m in manifests if "metric" in m), "accuracy")
 
 
 def remove_dataset_tasks(dataset: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence, Union
 
 import seqio
 import tensorflow as tf
@@ -49,9 +49,10 @@ def _parse(serialized: tf.Tensor, is_train: bool) -> dict:
     return parsed
 
 
-def _dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = 0, *, dataset_dir: str,
+def _dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = 0, *, split_dirs: Mapping[str, str],
                 split_map: Mapping[str, str], fraction: float, fraction_seed: int) -> tf.data.Dataset:
     our_split = split_map[split]
+    dataset_dir = split_dirs[split]
     files = tfrecords.split_files(dataset_dir, our_split)
     files_ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files:
@@ -69,18 +70,31 @@ def _dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = 0, *, dat
     return ds
 
 
-def make_source(dataset_dir: str, split_map: Mapping[str, str], fraction: float = FULL,
+def make_source(dataset_dir: Union[str, Sequence[str]], split_map: Mapping[str, str], fraction: float = FULL,
                 fraction_seed: int = 0) -> seqio.FunctionDataSource:
-    """A SeqIO source for the SeqIO splits whose mapped split the manifest has."""
-    present = tfrecords.read_manifest(dataset_dir).get("splits", {})
-    splits = [seqio_split for seqio_split, ours in split_map.items() if ours in present]
+    """A SeqIO source for the SeqIO splits whose mapped split a manifest has.
+
+    `dataset_dir` may be several directories of one dataset: each split is read from the first
+    whose manifest has it.
+    """
+    dirs = (dataset_dir,) if isinstance(dataset_dir, str) else tuple(dataset_dir)
+    present_by_dir = [(d, tfrecords.read_manifest(d).get("splits", {})) for d in dirs]
+    split_dirs, entries = {}, {}
+    for seqio_split, ours in split_map.items():
+        for directory, present in present_by_dir:
+            if ours in present:
+                split_dirs[seqio_split], entries[seqio_split] = directory, present[ours]
+                break
+    splits = list(split_dirs)
     if not splits:
-        raise ValueError(f"{dataset_dir}/manifest.json has splits {sorted(present)}, none of the mapped "
-                         f"{dict(split_map)}; pass split_map (e.g. {{'train': 'valid', 'test': 'test'}}).")
-    num_input_examples = {s: present[split_map[s]].get("num_examples") for s in splits}
+        found = sorted({s for _, present in present_by_dir for s in present})
+        raise ValueError(f"{' and '.join(f'{d}/manifest.json' for d in dirs)} {'has' if len(dirs) == 1 else 'have'} "
+                         f"splits {found}, none of the mapped {dict(split_map)}; pass split_map "
+                         "(e.g. {'train': 'valid', 'test': 'test'}).")
+    num_input_examples = {s: entries[s].get("num_examples") for s in splits}
     if fraction < FULL and "train" in num_input_examples and num_input_examples["train"] is not None:
         num_input_examples["train"] = math.ceil(num_input_examples["train"] * fraction / FULL)
     return seqio.FunctionDataSource(
-        functools.partial(_dataset_fn, dataset_dir=dataset_dir, split_map=dict(split_map), fraction=fraction,
+        functools.partial(_dataset_fn, split_dirs=split_dirs, split_map=dict(split_map), fraction=fraction,
                           fraction_seed=fraction_seed),
         splits=splits, num_input_examples=num_input_examples)

@@ -8,7 +8,7 @@ parsing"), so nothing in `tasks` may be `@gin.configurable`.
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence, Tuple
 
 import seqio
 
@@ -37,7 +37,23 @@ def _explain(path: str, error: Exception) -> str:
 
 
 class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
-    """seqio's vocabulary (equal to it for T5X's model/task check) with a one-line error on a bad path."""
+    """seqio's vocabulary (equal to it for T5X's model/task check) with a one-line error on a bad path.
+
+    `origin` says why this file was chosen (`dsbs train` prints it and records it in the run).
+    """
+
+    origin: str = ""
+
+    def __init__(self, sentencepiece_model_file: str, extra_ids: int = 0, *, origin: str = ""):
+        super().__init__(sentencepiece_model_file, extra_ids=extra_ids)
+        self.origin = origin
+
+    def __getstate__(self):
+        # seqio compares vocabularies by this state (path string and extra ids), and T5X refuses a
+        # model whose vocabulary is not equal to the task's: `origin` is a note, not part of it.
+        state = super().__getstate__()
+        state.pop("origin", None)
+        return state
 
     def _model_context(self):
         try:
@@ -48,24 +64,41 @@ class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
             raise VocabularyError(_explain(self.sentencepiece_model_file, e)) from None
 
 
-def get_vocabulary(spm_path: Optional[str] = None, extra_ids: Optional[int] = None) -> seqio.SentencePieceVocabulary:
+ORIGIN_ENV = f"${SPM_PATH_ENV}"
+ORIGIN_T5 = "T5's public vocabulary, what pretrained T5 checkpoints need"
+
+
+def get_vocabulary(spm_path: Optional[str] = None, extra_ids: Optional[int] = None,
+                   origin: Optional[str] = None) -> seqio.SentencePieceVocabulary:
     """`spm_path`, else `$DSBS_SPM_PATH`, else T5's public `cc_all.32000` model (on GCS).
 
     T5's model gets T5's 100 extra ids (T5X's vocabulary of 32100, embedded as 32128); a
     locally trained model gets none unless `extra_ids` says so. The file is read on first use;
-    an unreadable one raises `VocabularyError` naming `$DSBS_SPM_PATH`.
+    an unreadable one raises `VocabularyError` naming `$DSBS_SPM_PATH`. `origin` (default: which
+    of the three it is) is kept on the vocabulary for `dsbs train` to print and record.
     """
-    path = spm_path or os.environ.get(SPM_PATH_ENV) or DEFAULT_SPM_PATH
-    return SentencePieceVocabulary(path, extra_ids=extra_ids_for(path) if extra_ids is None else extra_ids)
+    env = os.environ.get(SPM_PATH_ENV)
+    path = spm_path or env or DEFAULT_SPM_PATH
+    if origin is None:
+        origin = "the caller's" if spm_path else ORIGIN_ENV if env else ORIGIN_T5
+    return SentencePieceVocabulary(path, extra_ids=extra_ids_for(path) if extra_ids is None else extra_ids,
+                                   origin=origin)
 
 
-def dataset_vocabulary_path(dataset_dir: str, manifest: Mapping, spm_path: Optional[str] = None) -> str:
-    """The SentencePiece model a dataset's tasks tokenize with, as the exact string they use.
+def dataset_vocabulary(dataset_dirs: Sequence[str], manifests: Sequence[Mapping],
+                       spm_path: Optional[str] = None) -> Tuple[str, str]:
+    """(model path, why) of the SentencePiece model a dataset's tasks tokenize with, as the exact string.
 
     `spm_path`, else `$DSBS_SPM_PATH`, else the model `dsbs import --train_vocab` recorded in the
-    manifest, else T5's. T5X compares vocabularies by this string (seqio's `==`), so the model
-    gin of `dsbs sweep --emit t5x` takes it from here.
+    first of the dataset's directories whose manifest has one, else T5's. T5X compares vocabularies
+    by this string (seqio's `==`), so the model gin of `dsbs sweep --emit t5x` takes it from here.
     """
-    recorded = manifest.get("vocabulary", {}).get("path")
-    return (spm_path or os.environ.get(SPM_PATH_ENV) or (os.path.join(dataset_dir, recorded) if recorded else None)
-            or DEFAULT_SPM_PATH)
+    env = os.environ.get(SPM_PATH_ENV)
+    if spm_path or env:
+        return spm_path or env, "the caller's" if spm_path else ORIGIN_ENV
+    for dataset_dir, manifest in zip(dataset_dirs, manifests):
+        recorded = manifest.get("vocabulary", {}).get("path")
+        if recorded:
+            return (os.path.join(dataset_dir, recorded),
+                    f"the dataset's own, from `dsbs import --train_vocab` in {dataset_dir}")
+    return DEFAULT_SPM_PATH, ORIGIN_T5

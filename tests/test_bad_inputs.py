@@ -215,7 +215,7 @@ def test_bad_second_split_leaves_previous_import_untouched(tmp_path, capsys):
     (src / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good))
     out = tmp_path / "out"
     args = ["--format", "jsonl", "--dataset", "mine", "--src", str(src), "--out", str(out), "--template", "{q}",
-            "--label_field", "a"]
+            "--label_field", "a", "--holdout", "0"]  # (the default hold-out: test_user_data_defaults.py)
     assert import_cli.main(args) == 0
     before = {name: (out / "mine" / name).read_bytes() for name in os.listdir(out / "mine")}
     (src / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good + [{"q": "new", "a": "no"}]))
@@ -250,7 +250,7 @@ def test_import_into_existing_dataset_needs_overwrite_and_then_replaces_it_whole
     other = tmp_path / "other.jsonl"
     other.write_text(json.dumps({"q": "only", "a": "no"}) + "\n")
     again = ["--format", "jsonl", "--dataset", "mine", "--src", str(other), "--out", str(out), "--template", "{q}",
-             "--label_field", "a"]
+             "--label_field", "a", "--holdout", "0"]  # one record: nothing to hold out
     before = {name: (out / "mine" / name).read_bytes() for name in os.listdir(out / "mine")}
     rc = import_cli.main(again)
     err = capsys.readouterr().err

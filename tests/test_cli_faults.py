@@ -57,8 +57,10 @@ def tree_hashes(*roots: pathlib.Path) -> dict[str, str]:
 def run_cli(argv: Sequence[str], env: Optional[dict] = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python -m dsbs_jax.cli ARGV` in a subprocess (CPU only, TF quiet)."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu",
-                "PYTHONPATH": str(REPO), **(env or {})}
-    full_env.pop("DSBS_DATA_ROOT", None)
+                "PYTHONPATH": str(REPO)}
+    for inherited in ("DSBS_DATA_ROOT", "DSBS_SPM_PATH"):  # only what a case sets
+        full_env.pop(inherited, None)
+    full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "dsbs_jax.cli", *argv], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=str(REPO))
 
@@ -158,6 +160,7 @@ class Case:
     setup: Optional[Callable[[Ctx], None]] = None
     creates_nothing: bool = True
     check: Optional[Callable[[Ctx, subprocess.CompletedProcess], None]] = None  # more assertions
+    env: Optional[Callable[[Ctx], dict]] = None  # environment variables the command runs with
 
 
 def _msg(*fragments: str) -> Callable[[Ctx], Sequence[str]]:
@@ -347,7 +350,73 @@ RATIONALE_CASES = [
          _msg("Shard 0 of 2 is not finished")),
 ]
 
-CASES = IMPORT_CASES + RATIONALE_CASES
+# --- issue 24: a new user's first tries (import, train, predict, export, demo, sweep) -------------
+
+UNWRITABLE = "/proc/dsbs_no_such_dir"  # exists nowhere and cannot be created, even by root
+
+
+def _unwritable(flag: str) -> Callable[[Ctx], Sequence[str]]:
+    return _msg(f"{flag} {UNWRITABLE}", "pass a directory you can write to")
+
+
+def _train(ctx: Ctx, dataset: str, *extra: str) -> list:
+    return ["--gin_file=models/tiny.gin", "--gin_file=runs/finetune.gin", "--gin.METHOD=standard",
+            f"--gin.DATASET={dataset}", "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 8}",
+            "--gin.TRAIN_STEPS=2", f"--gin.MODEL_DIR={ctx.out / 'run'}", *extra]
+
+
+def _dataset_vocabulary(ctx: Ctx) -> None:
+    from dsbs_jax.data import import_cli
+
+    assert import_cli.main(["--format", "jsonl", "--dataset", "mine", "--src", str(ctx.shared.user), "--out",
+                            str(ctx.tmp / "vdata"), "--template", "{q}", "--label_field", "a",
+                            "--train_vocab", "300"]) == 0
+
+
+def _no_gin_chatter(ctx: Ctx, result: subprocess.CompletedProcess) -> None:
+    assert "system_path_file_exists" not in result.stderr, "gin's include log shows despite the quiet screen"
+
+
+NEW_USER_CASES = [
+    Case("import-misspelled-flag-named-before-missing-ones", "import",
+         lambda c: ["--fromat", "jsonl", "--dataset", "mine", "--src", str(c.shared.user)], 2,
+         _msg("unrecognized argument --fromat (did you mean --format?)")),
+    Case("import-out-cannot-be-created", "import",
+         lambda c: ["--format", "jsonl", "--dataset", "mine", "--src", str(c.shared.user), "--out", UNWRITABLE,
+                    "--template", "{q}", "--label_field", "a"], 2, _unwritable("--out")),
+    Case("rationales-out-cannot-be-created", "rationales", lambda c: _job(c, out=pathlib.Path(UNWRITABLE)), 2,
+         _unwritable("--out")),
+    Case("demo-out-cannot-be-created", "demo", lambda c: ["--out", UNWRITABLE, "--quick"], 2, _unwritable("--out")),
+    Case("sweep-out-cannot-be-created", "sweep",
+         lambda c: ["--dataset", "cqa", "--data_root", str(c.shared.imported), "--out", UNWRITABLE], 2,
+         _unwritable("--out")),
+    Case("export-out-cannot-be-created", "export",
+         lambda c: ["--checkpoint", str(c.tmp), "--format", "hf", "--out", UNWRITABLE], 2, _unwritable("--out")),
+    Case("export-misspelled-flag", "export", lambda c: ["--chekpoint", str(c.tmp), "--format", "hf", "--out",
+                                                        str(c.out)], 2,
+         _msg("unrecognized argument --chekpoint (did you mean --checkpoint?)")),
+    Case("predict-input-is-a-directory", "predict",
+         lambda c: ["--checkpoint", str(c.tmp), "--input", str(c.shared.root), "--output", str(c.out / "p.jsonl")], 2,
+         lambda c: (f"--input {c.shared.root}: is a directory; pass a JSONL file",)),
+    Case("predict-output-cannot-be-created", "predict",
+         lambda c: ["--checkpoint", str(c.tmp), "--input", str(c.shared.user), "--output", f"{UNWRITABLE}/p.jsonl"], 2,
+         _unwritable("--output")),
+    Case("train-model-dir-cannot-be-created", "train",
+         lambda c: _train(c, "mine_faults")[:-1] + [f"--gin.MODEL_DIR={UNWRITABLE}"], 2,
+         _unwritable("--gin.MODEL_DIR"), check=_no_gin_chatter),
+    # No --train_vocab, no GCS: one line naming the flags, before MODEL_DIR exists (creates nothing).
+    Case("train-default-vocabulary-off-gcs-names-the-flags", "train", lambda c: _train(c, "mine_faults"), 2,
+         _msg("gs://t5-data/vocabs/cc_all.32000/sentencepiece.model", "DSBS_SPM_PATH", "--train_vocab"),
+         env=lambda c: {"DSBS_DATA_ROOT": str(c.shared.user_root)}, check=_no_gin_chatter),
+    # A pretrained model with a dataset's own vocabulary: refused before any work, naming both fixes.
+    Case("train-pretrained-checkpoint-with-a-dataset-vocabulary", "train",
+         lambda c: _train(c, "mine", f"--gin.INITIAL_CHECKPOINT_PATH={c.tmp}"), 2,
+         lambda c: (f"INITIAL_CHECKPOINT_PATH={c.tmp} has 32128 embedding rows (VOCAB_SIZE)",
+                    "only works with the vocabulary it was trained with", "--train_vocab"),
+         setup=_dataset_vocabulary, env=lambda c: {"DSBS_DATA_ROOT": str(c.tmp / "vdata")}),
+]
+
+CASES = IMPORT_CASES + RATIONALE_CASES + NEW_USER_CASES
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
@@ -360,7 +429,7 @@ def test_cli_fault(case: Case, shared: Shared, tmp_path: pathlib.Path):
     argv = [case.command, *case.argv(ctx)]
     before = tree_hashes(*ctx.watch)
     try:
-        result = run_cli(argv)
+        result = run_cli(argv, env=case.env(ctx) if case.env else None)
     finally:
         if getattr(ctx, "lock", None):
             ctx.lock.__exit__(None, None, None)

@@ -62,7 +62,8 @@ def test_hf_export_loads_in_transformers_with_the_same_logits(tmp_path, tied):
     out = tmp_path / "hf"
     result = _export("--checkpoint", str(model_dir), "--format", "hf", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "generation_config.json",
+                                                     "model.safetensors"]
     model = transformers.T5ForConditionalGeneration.from_pretrained(str(out)).eval()
     if not tied:  # transformers 5 declares T5's head tied; the export's own head must survive loading
         np.testing.assert_array_equal(model.lm_head.weight.detach().numpy(),

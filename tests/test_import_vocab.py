@@ -16,18 +16,24 @@ def _write_jsonl(path, n=60):
             f.write(json.dumps({"question": q, "answer": words[(i + 1) % 8]}) + "\n")
 
 
-def test_import_trains_and_records_a_vocabulary_that_tasks_use(tmp_path, monkeypatch):
+def test_import_trains_and_records_a_vocabulary_that_tasks_use(tmp_path, monkeypatch, capsys):
     _write_jsonl(tmp_path / "train.jsonl")
     _write_jsonl(tmp_path / "test.jsonl", 10)
     out = tmp_path / "data"
     rc = import_cli.main(["--format", "jsonl", "--dataset", "toyvocab", "--src", str(tmp_path), "--out", str(out),
                           "--splits", "train", "test", "--input_fields", "question", "--label_field", "answer",
-                          "--train_vocab", "120"])
+                          "--train_vocab", "32000"])
     assert rc == 0
     manifest = tfrecords.read_manifest(str(out / "toyvocab"))
     record = manifest["vocabulary"]
-    assert record["path"] == "vocab/spm_120.model" and record["trained_on"] == ["train"]
-    assert 20 < record["vocab_size"] <= 120 and (out / "toyvocab" / record["path"]).is_file()
+    # Named by what it holds: 60 short questions cannot make 32000 pieces, and the import says so.
+    pieces = record["vocab_size"]
+    assert record["path"] == f"vocab/spm_{pieces}.model" and record["trained_on"] == ["train"]
+    assert record["requested_vocab_size"] == 32000 and 256 < pieces < 400  # 256 byte pieces + the text's
+    assert (out / "toyvocab" / record["path"]).is_file() and not (out / "toyvocab" / "vocab" / "spm_32000.model").exists()
+    printed = capsys.readouterr().out
+    assert (f"vocabulary: {out}/toyvocab/vocab/spm_{pieces}.model, {pieces} pieces (--train_vocab 32000 asked for "
+            "more than the train split's text yields)") in printed
     assert not list(out.glob(".toyvocab.staging-*"))
 
     import tasks
@@ -42,6 +48,9 @@ def test_import_trains_and_records_a_vocabulary_that_tasks_use(tmp_path, monkeyp
         example = next(task.get_dataset(split="train", shuffle=False).as_numpy_iterator())
         assert vocab.decode(example["targets"].tolist()) in {"apple", "river", "stone", "cloud", "lamp", "tiger",
                                                               "violin", "garden"}
+        # Byte fallback: text the import never saw (a teacher's "+", an accent) is spelled, not <unk>.
+        unseen = "7 + 7 = 14, café"
+        assert 2 not in vocab.encode(unseen) and vocab.decode(vocab.encode(unseen)) == unseen
         # $DSBS_SPM_PATH still wins over the recorded model.
         tasks.remove_dataset_tasks("toyvocab")
         monkeypatch.setenv("DSBS_SPM_PATH", str(out / "toyvocab" / record["path"]) + ".other")

@@ -69,7 +69,7 @@ CASES = [
          lambda w: ["train", *_train_flags(w["run"], "--gin.MODEL_SIZE='small'", f"--gin.TRAIN_STEPS={STEPS + 3}")],
          "model.emb_dim:"),
     Case("train: resume with another vocabulary size",
-         lambda w: ["train", *_train_flags(w["run"], "--gin.VOCAB_SIZE=256", f"--gin.TRAIN_STEPS={STEPS + 3}")],
+         lambda w: ["train", *_train_flags(w["run"], "--gin.VOCAB_SIZE=64", f"--gin.TRAIN_STEPS={STEPS + 3}")],
          "ALLOW_CONFIG_CHANGE"),
     Case("train: resume with another method",
          lambda w: ["train", *_train_flags(w["run"], "--gin.METHOD='standard'", f"--gin.TRAIN_STEPS={STEPS + 3}")],

@@ -77,7 +77,8 @@ def test_cli_jsonl_directory_with_two_splits(tmp_path, capsys):
     out = tmp_path / "out"
     rc = import_cli.main(["--format", "jsonl", "--dataset", "myqa", "--src", str(src), "--out", str(out),
                           "--template", "{question}\\nContext: {context}", "--label_field", "answer",
-                          "--rationale_field", "why", "--id_field", "qid", "--num_shards", "2"])
+                          "--rationale_field", "why", "--id_field", "qid", "--num_shards", "2",
+                          "--holdout", "0"])  # (the default 10 % hold-out: test_user_data_defaults.py)
     assert rc == 0
     manifest = tfrecords.read_manifest(str(out / "myqa"))
     assert {s: e["num_examples"] for s, e in manifest["splits"].items()} == {"test": 1, "train": 3}
@@ -184,7 +185,7 @@ def test_imported_user_dataset_is_known_to_the_rationale_job(tmp_path, capsys):
     data = tmp_path / "data"
     assert import_cli.main(["--format", "jsonl", "--dataset", name, "--src", str(src), "--out", str(data),
                             "--template", "Q: {q}", "--label_field", "a", "--rationale_field", "why",
-                            "--label_set", "yes,no"]) == 0
+                            "--label_set", "yes,no", "--holdout", "0"]) == 0
     saved = json.loads((data / name / "dataset_spec.json").read_text())
     assert saved["mapping"]["template"] == "Q: {q}" and saved["mapping"]["label_set"] == ["yes", "no"]
     assert saved["parser"]["kind"] == "label" and saved["metric"] == "accuracy"

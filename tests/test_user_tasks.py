@@ -17,7 +17,8 @@ def test_user_jsonl_to_tasks_with_one_import(tmp_path, spm_model):
     env = {**os.environ, "DSBS_DATA_ROOT": str(root), "DSBS_SPM_PATH": spm_model}
     subprocess.run([sys.executable, "-m", "dsbs_jax.cli", "import", "--format", "jsonl", "--dataset", "reviews",
                     "--src", str(src), "--out", str(root), "--template", "Review of {title}: {body}",
-                    "--label_field", "sentiment", "--rationale_field", "why", "--id_field", "uid"],
+                    "--label_field", "sentiment", "--rationale_field", "why", "--id_field", "uid",
+                    "--holdout", "0"],
                    check=True, env=env, capture_output=True)
     script = (
         "import seqio, tasks\n"

@@ -11,7 +11,8 @@ For jsonl/csv, `--src` is one file (one split, default "train") or a directory h
 `{split}.jsonl` / `{split}.csv`; the field mapping is saved as `{out}/{dataset}/dataset_spec.json`
 so that `dsbs rationales --dataset NAME --src {out}/{dataset}` knows the dataset. All splits are
 written to a staging directory first and moved into place together, so a bad record leaves
-`--out` as it was. Splits of the same source are added to an existing `{out}/{dataset}`; one that
+`--out` as it was. When train is imported and no validation split is, 10 % of train is held out as
+`valid` (the reference's `train_test_split(test_size=0.1, seed=0)`); `--holdout 0` keeps it all. Splits of the same source are added to an existing `{out}/{dataset}`; one that
 holds another source is replaced whole, and only with `--overwrite`.
 """
 from __future__ import annotations
@@ -54,12 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing {out}/{dataset} whole")
     p.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     p.add_argument("--holdout", type=flags.float_in(0.0, 1.0), default=None,
-                   help="share of train written as the 'valid' split when the data has none (default: the "
-                        "dataset's, 0.1 for cqa/svamp/asdiv as in the paper; 0 disables)")
+                   help="share of train written as the 'valid' split when the data has none (default: 0.1 with "
+                        "seed 0, as the paper's reference for cqa/svamp/asdiv; 0 keeps all of train)")
     p.add_argument("--tfds_name", help="TFDS name when not the default for --dataset (e.g. a dataset you built)")
     p.add_argument("--train_vocab", type=flags.int_at_least(16), metavar="N",
-                   help="also train an N-piece SentencePiece model on the train split, saved as "
-                        "{out}/{dataset}/vocab/spm_N.model and used by `import tasks` (offline: no gs:// vocabulary)")
+                   help="also train a SentencePiece model of up to N pieces on the train split, saved as "
+                        "{out}/{dataset}/vocab/spm_{pieces}.model and used by `import tasks` (offline: no gs:// "
+                        "vocabulary; train from scratch with it, since pretrained T5 needs T5's)")
     g = p.add_argument_group("user data (jsonl/csv)")
     g.add_argument("--template",
                    help="Python format template over record fields, e.g. '{question}\\nContext: {context}'")
@@ -75,7 +77,8 @@ def _user_path(src: str, split: str, fmt: str) -> str:
     return adapters.base.join(src, f"{split}.{fmt}") if adapters.base.is_dir(src) else src
 
 
-def _examples(args: argparse.Namespace, split: str) -> Iterator[schema.Example]:
+def _examples(args: argparse.Namespace, split: str,
+              notes: Optional[adapters.user.ReadNotes] = None) -> Iterator[schema.Example]:
     if args.format == "release":
         return adapters.read_release(args.src, args.dataset, split, filter_labels=args.filter_labels,
                                      limit=args.limit, max_field_bytes=args.max_field_bytes)
@@ -85,7 +88,7 @@ def _examples(args: argparse.Namespace, split: str) -> Iterator[schema.Example]:
     if not (args.template or args.input_fields):
         spec = get_spec(args.dataset)  # a known dataset's own record format, e.g. cqa as JSON lines
     return adapters.read_user(_user_path(args.src, split, args.format), args.dataset, split, _mapping(args),
-                              fmt=args.format, spec=spec, max_field_bytes=args.max_field_bytes)
+                              fmt=args.format, spec=spec, max_field_bytes=args.max_field_bytes, notes=notes)
 
 
 def _mapping(args: argparse.Namespace) -> adapters.FieldMapping:
@@ -179,8 +182,16 @@ def _check_sources(args: argparse.Namespace, splits: list[str]) -> None:
                 raise DataError(path, None, None, "file not found", fix="check --src and --splits")
 
 
+# The reference's validation split for datasets without one (run.py: train_test_split(test_size=0.1, seed=0)).
+DEFAULT_HOLDOUT = 0.1
+
+
 def _holdout_share(args: argparse.Namespace, splits: Sequence[str]) -> float:
-    """The share of train to hold out as validation: only when train is imported and 'valid' is not."""
+    """The share of train to hold out as validation: only when train is imported and 'valid' is not.
+
+    The paper's datasets say their own (0 for those with a validation split); any other dataset,
+    yours included, gets the reference's 10 %: evaluation during training needs a validation split.
+    """
     if "train" not in splits or splits_has_validation(splits):
         return 0.0
     if args.holdout is not None:
@@ -190,20 +201,25 @@ def _holdout_share(args: argparse.Namespace, splits: Sequence[str]) -> float:
     try:
         return get_spec(args.dataset).validation_holdout
     except KeyError:
-        return 0.0
+        return DEFAULT_HOLDOUT
 
 
 def splits_has_validation(splits: Sequence[str]) -> bool:
     return any(s in ("valid", "validation") for s in splits)
 
 
-def _write_train_and_holdout(args: argparse.Namespace, staging: str, share: float, extra: dict) -> None:
+def _write_train_and_holdout(args: argparse.Namespace, staging: str, share: float, extra: dict,
+                             notes: adapters.user.ReadNotes) -> None:
     """Train minus the reference's `train_test_split(test_size=share, seed=0)`, and that part as 'valid'."""
     from tqdm import tqdm
 
-    examples = list(tqdm(_examples(args, "train"), desc=f"{args.dataset}/train", unit=" ex", file=sys.stderr,
+    examples = list(tqdm(_examples(args, "train", notes), desc=f"{args.dataset}/train", unit=" ex", file=sys.stderr,
                          mininterval=1.0))
-    kept, held_out = holdout(examples, test_size=share, seed=0)
+    try:
+        kept, held_out = holdout(examples, test_size=share, seed=0)
+    except ValueError as error:  # too few rows to split
+        raise DataError(_user_path(args.src, "train", args.format) if args.format in ("jsonl", "csv") else args.src,
+                        None, None, str(error).rstrip("."), fix="--holdout 0 keeps every row in train") from None
     rule = {"held_out_from": "train", "test_size": share, "seed": 0,
             "rule": "datasets.Dataset.train_test_split (the reference's validation split)"}
     tfrecords.write_split(staging, "train", kept, num_shards=args.num_shards, manifest_extra=extra,
@@ -213,10 +229,11 @@ def _write_train_and_holdout(args: argparse.Namespace, staging: str, share: floa
                           split_extra={"holdout": {**rule, "part": "test"}})
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Imports every split; returns the dataset's manifest."""
+def run(args: argparse.Namespace, notes: Optional[adapters.user.ReadNotes] = None) -> dict:
+    """Imports every split; returns the dataset's manifest (and fills `notes`, for user data)."""
     from tqdm import tqdm
 
+    notes = adapters.user.ReadNotes() if notes is None else notes
     dataset_dir = f"{args.out.rstrip('/')}/{args.dataset}"
     source = _source(args)
     replace = _check_out(args, dataset_dir, source)
@@ -237,15 +254,21 @@ def run(args: argparse.Namespace) -> dict:
     try:
         for split in splits:
             if split == "train" and holdout:
-                _write_train_and_holdout(args, staging, holdout, extra)
+                _write_train_and_holdout(args, staging, holdout, extra, notes)
                 continue
-            with tqdm(_examples(args, split), desc=f"{args.dataset}/{split}", unit=" ex", file=sys.stderr,
+            with tqdm(_examples(args, split, notes), desc=f"{args.dataset}/{split}", unit=" ex", file=sys.stderr,
                       mininterval=1.0) as examples:
                 tfrecords.write_split(staging, split, examples, num_shards=args.num_shards, manifest_extra=extra)
         if spec_record is not None:
             adapters.user.write_spec_file(staging if replace else dataset_dir, spec_record)
         if not args.train_vocab:
-            return tfrecords.publish_staged(staging, dataset_dir, replace=replace)
+            manifest = tfrecords.publish_staged(staging, dataset_dir, replace=replace)
+            if "train" in splits and "vocabulary" in manifest:  # trained on the train split just replaced
+                from dsbs_jax.data import vocab
+
+                notes.dropped_vocabulary = vocab.remove_dataset_vocabulary(dataset_dir)
+                return tfrecords.read_manifest(dataset_dir)
+            return manifest
         # Trained before publishing, so a failure leaves --out as it was.
         import tempfile
 
@@ -261,10 +284,39 @@ def run(args: argparse.Namespace) -> dict:
         tfrecords.remove_dir(staging)
 
 
+def _notes(args: argparse.Namespace, manifest: dict, notes: adapters.user.ReadNotes) -> list[str]:
+    """What the import decided for the user: the held-out split, the vocabulary, converted labels."""
+    dataset_dir = f"{args.out.rstrip('/')}/{args.dataset}"
+    lines = []
+    held = manifest["splits"].get(VALIDATION_SPLIT, {}).get("holdout")
+    if held and "train" in manifest["splits"]:
+        total = manifest["splits"]["train"]["num_examples"] + manifest["splits"][VALIDATION_SPLIT]["num_examples"]
+        lines.append(f"held out {manifest['splits'][VALIDATION_SPLIT]['num_examples']} of {total} train examples as "
+                     f"'{VALIDATION_SPLIT}' ({held['test_size']:.0%}, seed {held['seed']}, as the paper's reference "
+                     "does for data without a validation split; --holdout 0 keeps them in train)")
+    vocabulary = manifest.get("vocabulary")
+    if args.train_vocab and vocabulary:
+        size = vocabulary["vocab_size"]
+        short = (f" (--train_vocab {args.train_vocab} asked for more than the train split's text yields)"
+                 if size < args.train_vocab else f" (more than --train_vocab {args.train_vocab}: 256 of them are the "
+                 "bytes that spell text it never saw)" if size > args.train_vocab else "")
+        lines.append(f"vocabulary: {dataset_dir}/{vocabulary['path']}, {size} pieces{short}; the tasks of "
+                     f"{args.dataset!r} use it: train from scratch with it (pretrained T5 needs T5's vocabulary)")
+    if notes.dropped_vocabulary:
+        lines.append(f"vocabulary: dropped {dataset_dir}/{notes.dropped_vocabulary['path']}, trained on the train "
+                     "split this import replaced; the tasks now use T5's (--train_vocab N trains a new one)")
+    if notes.numeric_labels:
+        lines.append(f"note: {notes.numeric_labels} labels of field {args.label_field!r} are JSON numbers (e.g. "
+                     f"{notes.first_numeric_label!r}); they are stored, learned and predicted as text "
+                     f"({str(notes.first_numeric_label)!r}) and scored by exact match")
+    return lines
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    notes = adapters.user.ReadNotes()
     try:
-        manifest = run(args)
+        manifest = run(args, notes)
     except DataError as error:  # bad input data
         return flags.report_error(PROG, error, verbose=args.verbose, code=1)
     except (ConfigError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError) as error:
@@ -272,4 +324,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as error:  # anything else: still one line; the traceback under --verbose
         return flags.report_error(PROG, error, verbose=args.verbose, code=1)
     print(_summary(f"{args.out.rstrip('/')}/{args.dataset}", manifest))
+    for line in _notes(args, manifest, notes):
+        print(line)
     return 0

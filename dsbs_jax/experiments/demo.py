@@ -173,7 +173,7 @@ def _update_json(path: str, extra: Mapping) -> None:
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="dsbs demo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = flags.OneLineParser(prog="dsbs demo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", default="dsbs_demo_out")
     p.add_argument("--teacher", default="annotations", help="annotations | smollm2 | an OpenAI-compatible base URL")
     p.add_argument("--teacher_model", help="model name for --teacher URL")
@@ -196,6 +196,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError:
         print(f"dsbs demo: --fractions {a.fractions!r} / --seeds {a.seeds!r} must be comma-separated numbers, "
               "e.g. --fractions 12.5,25,100 --seeds 0,1,2", file=sys.stderr)
+        return 2
+    problem = flags.check_writable(a.out, "--out")
+    if problem:
+        print(f"dsbs demo: error: {problem}", file=sys.stderr)
         return 2
     size = dataclasses.replace(
         size, fractions=fractions, seeds=seeds, train_steps=a.train_steps or size.train_steps,

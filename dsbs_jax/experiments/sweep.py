@@ -225,11 +225,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="read a T5X grid's evaluation metrics (--out) and write its tables and plots there")
     p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
     a = p.parse_args(argv)
+    from dsbs_jax.flags import check_writable
+
+
+    problem = check_writable(a.out, "--out")  # before any import or training writes there
+    if problem:
+        print(f"dsbs sweep: error: {problem}", file=sys.stderr)
+        return 2
     if a.collect:
         return _guarded(lambda: _collect(a), a)
     if not a.dataset:
         p.error("the following arguments are required: --dataset")
-
     data_root = a.data_root or os.path.join(a.out, "data")
     if a.format == "release":
         from dsbs_jax.data import import_cli

@@ -37,13 +37,15 @@ def teacher_reference(grid: t5x_grid.Grid, split: str) -> Optional[Tuple[str, fl
     """("Teacher, few-shot CoT (test)", accuracy %) from the data manifest, if it records one."""
     from dsbs_jax.data import tfrecords
 
-    try:
-        manifest = tfrecords.read_manifest(f"{grid.data_root.rstrip('/')}/{grid.dataset}")
-    except FileNotFoundError:
-        return None
-    splits = manifest.get("splits", {})
-    agreement = (splits.get(split) or splits.get("test") or {}).get("teacher_gold_agreement")
-    if agreement is None:
+    for root in grid.data_root.split(","):  # several roots: the first that scored the teacher on the split
+        try:
+            manifest = tfrecords.read_manifest(f"{root.rstrip('/')}/{grid.dataset}")
+        except FileNotFoundError:
+            continue
+        agreement = manifest.get("splits", {}).get(split, {}).get("teacher_gold_agreement")
+        if agreement is not None:
+            break
+    else:
         return None
     model = manifest.get("teacher", {}).get("model") or "teacher"
     return f"Teacher ({model}), few-shot CoT, {split}", 100.0 * float(agreement)

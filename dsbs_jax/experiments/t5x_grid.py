@@ -193,15 +193,15 @@ def _vocabulary(config: EmitConfig) -> Tuple[str, int]:
     """(VOCAB_PATH, extra ids) exactly as the worker's `import tasks` will build them."""
     from dsbs_jax.data import tfrecords
     from dsbs_jax.data.vocab import DEFAULT_SPM_PATH, extra_ids_for
-    from tasks.vocab import dataset_vocabulary_path
+    from tasks.vocab import dataset_vocabulary
 
-    dataset_dir = f"{config.data_root.rstrip('/')}/{config.dataset}"
-    try:
-        manifest = tfrecords.read_manifest(dataset_dir)
-    except FileNotFoundError:
+    # A comma-separated list of roots is allowed, as in $DSBS_DATA_ROOT (e.g. data_llm,data).
+    dirs = [f"{root.strip().rstrip('/')}/{config.dataset}" for root in config.data_root.split(",") if root.strip()]
+    dirs = [d for d in dirs if fs.exists(f"{d}/{tfrecords.MANIFEST}")]
+    if not dirs:
         raise GridError(f"--data_root {config.data_root}: no {config.dataset}/manifest.json there; import the data "
-                        "first (`dsbs import`) and pass the same --data_root the workers read") from None
-    path = dataset_vocabulary_path(dataset_dir, manifest, config.spm_path)
+                        "first (`dsbs import`) and pass the same --data_root the workers read")
+    path, _ = dataset_vocabulary(dirs, [tfrecords.read_manifest(d) for d in dirs], config.spm_path)
     if not fs.is_url(path):
         path = os.path.abspath(path)
     pretrained = not config.from_scratch and config.initial_checkpoint is None
@@ -282,7 +282,8 @@ def plan(config: EmitConfig) -> Grid:
                         first_step=first_step, final_step=first_step + finetune_steps,
                         batch_size=config.batch_size or defaults.batch_size,
                         num_partitions=config.num_partitions or defaults.num_partitions))
-    data_root = config.data_root if fs.is_url(config.data_root) else os.path.abspath(config.data_root)
+    data_root = ",".join(root if fs.is_url(root) else os.path.abspath(root)
+                         for root in config.data_root.split(",") if root.strip())
     grid = Grid(dataset=config.dataset, data_root=data_root, vocab_path=vocab_path, vocab_extra_ids=extra_ids,
                 eval_split=config.eval_split, runs=tuple(runs),
                 extra_gin_files=tuple(f"{EXTRA_SUBDIR}/{n}" for n, _ in _extra_gin_files(config.extra_gin_files)))

@@ -14,12 +14,19 @@ which T5X refuses ("improperly formatted checkpoint directory"); the export rewr
 * `hf`: `config.json` + `model.safetensors` (+ `spiece.model`, the run's SentencePiece model) for
   `transformers.T5ForConditionalGeneration`. HF Linear weights are [out, in], T5X kernels
   [in, out]: every projection is transposed; the mapping is `hf_convert.hf_name_to_t5x` inverted.
+  The method's input prefixes go where T5's own checkpoints keep theirs, `task_specific_params`
+  of `config.json` (`{"predict": {"prefix": "predict: ", "max_new_tokens": 64}, "explain": ...}`),
+  with `generation_config.json` (greedy, the run's decode length) and a `README.md` model card
+  that shows them in use: without `predict: ` a Distilling step-by-step student mixes its two
+  tasks (`'What is 2 plus 3?' -> '5 + 8 = 5.'`).
 
 The output head: T5 1.1 (our default, `logits_via_embedding=False`) has a separate head, written
 as `lm_head.weight` with `tie_word_embeddings: false` (transformers 4.x's T5 1.1 layout);
-transformers 5.x, which declares T5's head tied, sees the two tensors differ and keeps them apart
-(it logs "both are present in the checkpoints with different values, so we will NOT tie them"),
-so both load it exactly (tests/test_export.py, transformers 5.24). A tied student
+transformers 5.x forces T5's `tie_word_embeddings` to True whatever `config.json` says (it reads the
+flag as `scale_decoder_outputs`), sees the two tensors differ and keeps them apart, logging "both are
+present in the checkpoints with different values, so we will NOT tie them". It does so for every
+T5 1.1 checkpoint, Google's included; nothing in the export can silence it, and both versions load
+the head exactly (tests/test_export.py, transformers 5.25). A tied student
 (`logits_via_embedding=True`) writes only `shared.weight` and rescales, as original T5.
 """
 from __future__ import annotations
@@ -33,10 +40,12 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
+from dsbs_jax import flags, methods
 from dsbs_jax.models import hf_convert
 from dsbs_jax.models.config import T5Config
 
 FORMATS = ("t5x", "hf")
+GENERATION_CONFIG_FILE = "generation_config.json"
 _HF_ACTIVATIONS = {v: k for k, v in hf_convert._ACTIVATIONS.items()}  # ("gelu", "linear") -> "gated-gelu"
 
 
@@ -119,18 +128,82 @@ def _flatten(tree: Mapping[str, Any], prefix=()) -> Dict[tuple, Any]:
     return out
 
 
-def export_hf(params: Mapping[str, Any], config: T5Config, out: str, *, spm_path: Optional[str] = None) -> str:
-    """Writes `{out}/config.json`, `{out}/model.safetensors` (and `spiece.model`); returns `out`."""
-    from safetensors.numpy import save_file
+def task_specific_params(record: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """The run's tasks as T5's `task_specific_params`: what to put before x, and how long to decode.
 
+    `predict` is the served task (the label); `explain` (Distilling step-by-step students) the
+    rationale. Empty for a checkpoint without a run record (a T5X/HF input): its method is unknown.
+    """
+    name = record.get("method")
+    if not name:
+        return {}
+    method = methods.get(name)
+    lengths = record.get("task_feature_lengths") or {}
+    params = {"predict": {"prefix": method.input_prefix,
+                          "max_new_tokens": int(record.get("max_decode_length") or method.decode_length(lengths))}}
+    if method.needs_rationales and method.input_prefix:
+        params["explain"] = {"prefix": methods.EXPLAIN_PREFIX, "max_new_tokens": int(lengths.get("targets", 256))}
+    return params
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    """Plain `open()`: the file gets the user's umask (safetensors' own writer made model files 0600)."""
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def export_hf(params: Mapping[str, Any], config: T5Config, out: str, *, spm_path: Optional[str] = None,
+              record: Optional[Mapping[str, Any]] = None) -> str:
+    """Writes `{out}/config.json`, `model.safetensors`, `generation_config.json`, `README.md` (and
+    `spiece.model`); returns `out`. `record` (the run's `dsbs_run.json`) supplies the prefixes."""
+    from safetensors.numpy import save
+
+    record = record or {}
     os.makedirs(out, exist_ok=True)
     tensors = t5x_to_hf_state_dict(params, config)
-    save_file(tensors, os.path.join(out, hf_convert.SAFETENSORS_FILE), metadata={"format": "pt"})
+    _write_bytes(os.path.join(out, hf_convert.SAFETENSORS_FILE), save(tensors, metadata={"format": "pt"}))
+    tasks = task_specific_params(record)
     with open(os.path.join(out, hf_convert.CONFIG_FILE), "w") as f:
-        json.dump(hf_config(config), f, indent=2, sort_keys=True)
+        json.dump({**hf_config(config), **({"task_specific_params": tasks} if tasks else {})}, f, indent=2,
+                  sort_keys=True)
+    generation = {"decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0, "do_sample": False,
+                  "num_beams": 1, **({"max_new_tokens": tasks["predict"]["max_new_tokens"]} if tasks else {})}
+    with open(os.path.join(out, GENERATION_CONFIG_FILE), "w") as f:
+        json.dump(generation, f, indent=2, sort_keys=True)
     if spm_path and os.path.isfile(spm_path):
         shutil.copyfile(spm_path, os.path.join(out, "spiece.model"))  # T5Tokenizer's file name
+    with open(os.path.join(out, "README.md"), "w") as f:
+        f.write(model_card(record, tasks, has_vocabulary=os.path.isfile(os.path.join(out, "spiece.model"))))
     return out
+
+
+def model_card(record: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]], *, has_vocabulary: bool) -> str:
+    """The export's README.md: what the model does, its prefixes, and the lines that use them."""
+    name = record.get("method")
+    lines = ["# A T5 1.1 student exported by `dsbs export --format hf` (dsbs-jax)", ""]
+    if name:
+        method = methods.get(name)
+        lines += [f"Method: `{name}`, {method.summary}. Trained on `{record.get('mixture_or_task_name')}`.", ""]
+    if tasks:
+        lines += ["Inputs need the method's prefix (also in `config.json`, `task_specific_params`):", "",
+                  "| task | prefix | max_new_tokens |", "| --- | --- | --- |"]
+        lines += [f"| {task} | `{p['prefix']!r}` | {p['max_new_tokens']} |" for task, p in tasks.items()]
+        lines += ["", "`predict` gives the label; `explain` (Distilling step-by-step students) the rationale. "
+                  "Without the prefix the model does neither reliably.", ""]
+    else:
+        lines += ["No run record came with this checkpoint: its input prefix is unknown.", ""]
+    if has_vocabulary:
+        lines += ["```python", "import sentencepiece, torch, transformers", "",
+                  "export_dir = \"path/to/this/directory\"",
+                  "model = transformers.T5ForConditionalGeneration.from_pretrained(export_dir)",
+                  "spm = sentencepiece.SentencePieceProcessor(model_file=f\"{export_dir}/spiece.model\")",
+                  "task = model.config.task_specific_params[\"predict\"]",
+                  "ids = spm.encode(task[\"prefix\"] + \"your input\") + [1]  # 1: </s>",
+                  "out = model.generate(torch.tensor([ids]), max_new_tokens=task[\"max_new_tokens\"])",
+                  "print(spm.decode([t for t in out[0].tolist() if t > 1]))", "```", ""]
+    lines += ["transformers 5.x logs that `shared.weight` and `lm_head.weight` differ and are not tied: T5 1.1 "
+              "has a separate output head (`tie_word_embeddings: false`), and the model loads it as exported.", ""]
+    return "\n".join(lines)
 
 
 def export(checkpoint: str, fmt: str, out: str, *, step: Optional[int] = None, overwrite: bool = False) -> str:
@@ -140,18 +213,21 @@ def export(checkpoint: str, fmt: str, out: str, *, step: Optional[int] = None, o
 
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: expected one of {list(FORMATS)}.")
+    problem = flags.check_writable(out, "--out")
+    if problem:
+        raise ValueError(problem)
+    if fmt == "hf" and os.path.isdir(out) and os.listdir(out) and not overwrite:
+        raise FileExistsError(f"--out {out} exists and is not empty; pass --overwrite or pick another directory.")
     params, config, record = load_for_inference(checkpoint, step=step)
     if fmt == "t5x":
         return checkpoints.save_t5x_checkpoint(params, out, int(record.get("step", step or 0)), overwrite=overwrite)
-    if os.path.isdir(out) and os.listdir(out) and not overwrite:
-        raise FileExistsError(f"--out {out} exists and is not empty; pass --overwrite or pick another directory.")
     spm = (record.get("vocabulary") or {}).get("sentencepiece_model_file")
-    return export_hf(params, config, out, spm_path=spm)
+    return export_hf(params, config, out, spm_path=spm, record=record)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dsbs export", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = flags.OneLineParser(prog="dsbs export", description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a dsbs train MODEL_DIR, one of its step dirs, or T5X/HF")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, help="t5x: model dir (gets checkpoint_{step}/); hf: the directory")

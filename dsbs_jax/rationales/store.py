@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
+
+from dsbs_jax.locks import LockedError, ProcessLock
 
 
 def _crc(payload: Mapping[str, Any]) -> str:
@@ -77,49 +79,12 @@ class ProgressLog:
             self._file.close()
 
 
-class JobLockedError(RuntimeError):
-    """Another live process holds the lock (its pid and host are in the message)."""
+JobLockedError = LockedError  # the name the rationale CLI and tests use
 
 
-class JobLock:
-    """An exclusive `fcntl.flock` on a lock file, held for the life of a job.
-
-    The kernel drops the lock when the holder exits, however it exits (SIGKILL included), so a
-    stale lock file never blocks a restart; its content (pid, host, start time) only names the
-    holder for the error message. A refused process changes nothing: it neither truncates nor
-    writes the file. `wait=True` blocks instead of failing (short critical sections).
-    """
+class JobLock(ProcessLock):
+    """The rationale job's lock on a shard's work dir (or, with `wait=True`, on a manifest merge)."""
 
     def __init__(self, path: str, wait: bool = False):
-        self.path, self.wait = path, wait
-        self._fd: Optional[int] = None
-
-    def __enter__(self) -> "JobLock":
-        import fcntl
-        import socket
-        import time
-
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            try:
-                holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            except ValueError:
-                holder = {}
-            os.close(fd)
-            raise JobLockedError(
-                f"{os.path.dirname(self.path)} is in use by another `dsbs rationales` (pid {holder.get('pid', '?')} "
-                f"on host {holder.get('host', '?')}, started {holder.get('started', '?')}); two jobs would pay for "
-                "every request twice. Wait for it to finish, or stop that process first.") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode(), 0)
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # releases the lock
-            self._fd = None
+        super().__init__(path, command="`dsbs rationales`", consequence="two jobs would pay for every request twice",
+                         wait=wait)

@@ -45,12 +45,19 @@ def _explain_save_error(exc: BaseException, directory: str, step: Optional[int])
     return CheckpointError(f"Writing {where} failed: {type(exc).__name__}: {exc}")
 
 
-def has_checkpoint(directory: str) -> bool:
-    """Whether `directory` holds a complete step (orbax renames `{step}.orbax-checkpoint-tmp-*` to `{step}`).
+def complete_steps(directory: str) -> list:
+    """The complete steps in `directory`, ascending (orbax renames `{step}.orbax-checkpoint-tmp-*` to `{step}`).
 
     Looked up without creating a CheckpointManager, which would create the directory.
     """
-    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def has_checkpoint(directory: str) -> bool:
+    """Whether `directory` holds a complete step."""
+    return bool(complete_steps(directory))
 
 
 class Checkpointer:

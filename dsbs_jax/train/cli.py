@@ -6,7 +6,9 @@
     dsbs eval --gin_file=runs/eval.gin --gin.CHECKPOINT_PATH=/tmp/run --gin.EVAL_TASKS="('cqa_label_gold',)"
 
 Exit status 2 and a one-paragraph message on configuration errors (bad gin, missing task, empty
-dataset, unreadable checkpoint); the final metrics are printed as JSON on stdout.
+dataset, unreadable checkpoint, a MODEL_DIR another `dsbs train` holds); the final metrics are
+printed as JSON on stdout. Ctrl-C or SIGTERM ends with one line naming the step reached and the
+step the same command resumes from, and exit status 128 + the signal (130 for Ctrl-C).
 """
 from __future__ import annotations
 
@@ -34,30 +36,25 @@ def _run(cmd: str, argv: Optional[Sequence[str]], job: Callable[[gin_utils.GinAr
         print(_USAGE.format(cmd=cmd))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from dsbs_jax.train import interrupts  # light: the handlers are in place before TensorFlow/orbax load
+
+    try:
+        with interrupts.raise_on_signals():
+            return _report_errors(cmd, argv, job)
+    except interrupts.Interrupted as e:
+        report = e.describe() if cmd == "train" else f"interrupted ({e.signal_name})"
+        print(f"dsbs {cmd}: {report}", file=sys.stderr)
+        return e.exit_code
+
+
+def _report_errors(cmd: str, argv: Sequence[str], job: Callable[[gin_utils.GinArgs], dict]) -> int:
+    """Runs the job; configuration errors become one line and exit status 2, the result JSON on stdout."""
+    from dsbs_jax.locks import LockedError
     from dsbs_jax.train import checkpointing, input_pipeline
 
     try:
-        args = gin_utils.parse_flags(argv)
-        if cmd == "train":  # multi-host flags (T5X's names); initialize before gin touches JAX
-            from dsbs_jax.train import distributed
-
-            try:
-                multihost, rest = distributed.pop_flags(args.rest)
-                settings = distributed.detect(**multihost)
-            except ValueError as e:
-                raise gin_utils.GinConfigError(str(e)) from None
-            args = dataclasses.replace(args, rest=tuple(rest))
-            distributed.maybe_initialize(settings)
-        if args.rest:
-            raise gin_utils.GinConfigError(f"Unknown flags {list(args.rest)}.\n" + _USAGE.format(cmd=cmd))
-        gin_utils.parse(args)
-        try:
-            result = job(args)
-        except TypeError as e:
-            if "TrainConfig." in str(e) or "EvalJobConfig." in str(e):
-                raise gin_utils.GinConfigError(gin_utils.explain_type_error(e, "Config", args)) from e
-            raise
-    except (gin_utils.GinConfigError, input_pipeline.DataError, checkpointing.CheckpointError) as e:
+        result = _parse_and_run(cmd, argv, job)
+    except (gin_utils.GinConfigError, input_pipeline.DataError, checkpointing.CheckpointError, LockedError) as e:
         print(f"dsbs {cmd}: error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:
@@ -68,6 +65,30 @@ def _run(cmd: str, argv: Optional[Sequence[str]], job: Callable[[gin_utils.GinAr
         raise
     print(json.dumps(_jsonable(result), indent=2, sort_keys=True))
     return 0
+
+
+def _parse_and_run(cmd: str, argv: Sequence[str], job: Callable[[gin_utils.GinArgs], dict]) -> dict:
+    """Gin flags -> parsed config -> `job`; typed errors propagate to `_run`."""
+    args = gin_utils.parse_flags(argv)
+    if cmd == "train":  # multi-host flags (T5X's names); initialize before gin touches JAX
+        from dsbs_jax.train import distributed
+
+        try:
+            multihost, rest = distributed.pop_flags(args.rest)
+            settings = distributed.detect(**multihost)
+        except ValueError as e:
+            raise gin_utils.GinConfigError(str(e)) from None
+        args = dataclasses.replace(args, rest=tuple(rest))
+        distributed.maybe_initialize(settings)
+    if args.rest:
+        raise gin_utils.GinConfigError(f"Unknown flags {list(args.rest)}.\n" + _USAGE.format(cmd=cmd))
+    gin_utils.parse(args)
+    try:
+        return job(args)
+    except TypeError as e:
+        if "TrainConfig." in str(e) or "EvalJobConfig." in str(e):
+            raise gin_utils.GinConfigError(gin_utils.explain_type_error(e, "Config", args)) from e
+        raise
 
 
 def _jsonable(obj):

@@ -164,10 +164,23 @@ def feature_lengths(config: DataConfig) -> Dict[str, int]:
     return lengths
 
 
+# Our task module (`tasks/`): imported when a name is not registered yet, so `dsbs train/eval` find the
+# datasets of $DSBS_DATA_ROOT without --gin.MIXTURE_OR_TASK_MODULE (T5X's run configs need it set).
+DEFAULT_TASK_MODULE = "tasks"
+
+
 def get_mixture_or_task(name: str):
-    """The registered SeqIO task/mixture, or a DataError that lists what is registered."""
+    """The registered SeqIO task/mixture (importing `tasks` first if needed), or a DataError listing what is."""
+    import importlib
+    import sys
+
     import seqio
 
+    if name not in seqio.TaskRegistry.names() | seqio.MixtureRegistry.names() and DEFAULT_TASK_MODULE not in sys.modules:
+        try:
+            importlib.import_module(DEFAULT_TASK_MODULE)
+        except (OSError, ValueError) as e:  # a bad $DSBS_DATA_ROOT entry or manifest: the message names it
+            raise DataError(str(e)) from None
     try:
         return seqio.get_mixture_or_task(name)
     except ValueError as e:
@@ -176,8 +189,8 @@ def get_mixture_or_task(name: str):
         raise DataError(
             f"SeqIO task or mixture {name!r} is not registered ({e}). Registered with similar names: "
             f"{close or known[:20]}. Fix: point $DSBS_DATA_ROOT at the directory holding the dataset's "
-            "manifest.json and import the tasks (--gin.MIXTURE_OR_TASK_MODULE='tasks'), or set "
-            "--gin.DATASET / --gin.MIXTURE_OR_TASK_NAME.") from None
+            "manifest.json (the --out of `dsbs import` / `dsbs rationales`), name your own task module with "
+            "--gin.MIXTURE_OR_TASK_MODULE, or fix --gin.DATASET / --gin.MIXTURE_OR_TASK_NAME.") from None
 
 
 def build_dataset(config: DataConfig, *, shard_index: Optional[int] = None,

@@ -29,6 +29,8 @@ class PredictError(ValueError):
 
 def read_jsonl(path: str, input_field: str) -> List[Dict[str, Any]]:
     """Records of `path`, each checked to have a string `input_field`."""
+    if os.path.isdir(path):
+        raise PredictError(f"--input {path}: is a directory; pass a JSONL file (one object per line).")
     if not os.path.isfile(path):
         raise PredictError(f"--input {path}: no such file.")
     records = []
@@ -196,7 +198,9 @@ def _check_writable(path: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="dsbs predict", description=__doc__.split("\n\n")[0])
+    from dsbs_jax import flags
+
+    parser = flags.OneLineParser(prog="dsbs predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="`dsbs train` MODEL_DIR or T5X/HF checkpoint")
     parser.add_argument("--input", required=True, help="JSONL file, one object per line")
     parser.add_argument("--output", required=True, help="JSONL file to write")

@@ -17,6 +17,7 @@ Side effects live here; the step itself is pure (`train_step.py`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -28,10 +29,13 @@ import gin
 import jax
 import numpy as np
 
-from dsbs_jax import methods
+from dsbs_jax import flags, methods
+from dsbs_jax.gin_utils import GinConfigError
+from dsbs_jax.locks import ProcessLock
 from dsbs_jax.models import network
 from dsbs_jax.models.config import T5Config, t5_1_1_config
-from dsbs_jax.train import checkpointing, evaluation, input_pipeline, optimizers, train_state, train_step
+from dsbs_jax.train import (checkpointing, evaluation, input_pipeline, interrupts, optimizers, train_state, train_step,
+                            vocabulary)
 from dsbs_jax.train.inference import RUN_RECORD
 from dsbs_jax.train.losses import LossConfig
 
@@ -252,17 +256,29 @@ def _create_mesh(shape: Sequence[int]):
     return partitioning.create_mesh(data, model), partitioning.STANDARD_LOGICAL_AXIS_RULES
 
 
-def _check_vocab(config: TrainConfig, model_config: T5Config) -> Any:
-    """The task's output vocabulary; errors if the model's embedding is too small for it."""
-    task_name = config.training_task
-    task = input_pipeline.get_mixture_or_task(task_name)
-    vocab = task.output_features["targets"].vocabulary
-    if vocab.vocab_size > model_config.vocab_size:
-        raise ValueError(
-            f"The vocabulary of {task_name!r} has {vocab.vocab_size} ids but the model's "
-            f"vocab_size is {model_config.vocab_size}; set T5Config.vocab_size >= {vocab.vocab_size} "
-            "(gin: VOCAB_SIZE).")
-    return vocab
+def _choose_vocabulary(config: TrainConfig, model_config: T5Config) -> Tuple[vocabulary.VocabularyChoice, T5Config]:
+    """The training task's vocabulary (read now: an unreadable one fails before any work) and a
+    model whose embedding fits it (`vocabulary.fit_model`)."""
+    task = input_pipeline.get_mixture_or_task(config.training_task)
+    choice = vocabulary.describe(task.output_features["targets"].vocabulary)
+    log.info("Vocabulary: %s", choice.describe())
+    recorded = _recorded_run(config)
+    fitted = vocabulary.fit_model(model_config, choice, pretrained=config.initial_checkpoint_path,
+                                  recorded_vocab_size=(recorded.get("model") or {}).get("vocab_size"))
+    if fitted.vocab_size != model_config.vocab_size:
+        log.info("Model vocab_size %d -> %d: the vocabulary has %d ids, and rows past them would never be trained "
+                 "yet could be decoded (as ⁇) (from scratch; T5X's padding to a multiple of %d)",
+                 model_config.vocab_size, fitted.vocab_size, choice.ids, vocabulary.PAD_MULTIPLE)
+    return choice, fitted
+
+
+def _recorded_run(config: TrainConfig) -> Dict[str, Any]:
+    """The run record of MODEL_DIR when it holds a checkpoint to resume, else {}."""
+    path = os.path.join(config.model_dir, RUN_RECORD)
+    if not (checkpointing.has_checkpoint(os.path.join(config.model_dir, "checkpoints")) and os.path.exists(path)):
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def absolute_path(path: Optional[str]) -> Optional[str]:
@@ -277,13 +293,15 @@ def absolute_path(path: Optional[str]) -> Optional[str]:
 _RESUME_KEYS = ("model", "vocabulary", "method", "mixture_or_task_name", "task_feature_lengths")
 
 
-def run_record(config: TrainConfig, model_config: T5Config, vocab: Any, eval_tasks: Sequence[str]) -> Dict[str, Any]:
+def run_record(config: TrainConfig, model_config: T5Config, choice: vocabulary.VocabularyChoice,
+               eval_tasks: Sequence[str]) -> Dict[str, Any]:
     """What `dsbs predict`/`dsbs eval`/`dsbs export` need to rebuild and use the model."""
     method, task, dataset = config.resolved()
-    spm = getattr(vocab, "sentencepiece_model_file", None)
     record = {
         "model": dataclasses.asdict(model_config),
-        "vocabulary": {"sentencepiece_model_file": absolute_path(spm), "extra_ids": getattr(vocab, "extra_ids", 0)},
+        "vocabulary": {"sentencepiece_model_file": absolute_path(choice.path), "extra_ids": choice.extra_ids},
+        # Not compared on resume: the same file may be found another way.
+        "vocabulary_choice": {"pieces": choice.pieces, "origin": choice.origin},
         "method": method.name,
         "dataset": dataset,
         "mixture_or_task_name": task,
@@ -303,11 +321,8 @@ def _check_resume(config: TrainConfig, record: Mapping[str, Any]) -> None:
     Runs before anything is restored or written, so a refused resume leaves the run directory
     exactly as it was.
     """
-    path = os.path.join(config.model_dir, RUN_RECORD)
-    resuming = checkpointing.has_checkpoint(os.path.join(config.model_dir, "checkpoints"))
-    if resuming and os.path.exists(path) and not config.allow_config_change:
-        with open(path) as f:
-            recorded = json.load(f)
+    recorded = _recorded_run(config)
+    if recorded and not config.allow_config_change:
         changed = [key for key in _RESUME_KEYS if key in recorded and recorded[key] != record[key]]
         if changed:
             diff = "; ".join(_describe_change(key, recorded[key], record[key]) for key in changed)
@@ -365,24 +380,78 @@ def _global_batch(local: Mapping[str, np.ndarray], sharding) -> Dict[str, jax.Ar
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
 
 
+TRAIN_LOCK = "train.lock"  # {MODEL_DIR}/train.lock: pid and host of the job training there
+
+
+@dataclasses.dataclass
+class _Progress:
+    """The last step the loop ran, for the one-line report of an interrupted run (None: none yet)."""
+
+    step: Optional[int] = None
+
+
 def train(config: TrainConfig) -> Dict[str, Any]:
     """Trains (or resumes) and evaluates; returns the final metrics.
+
+    Everything that can refuse (MODEL_DIR, tasks, vocabulary, a resume with another configuration,
+    another job holding MODEL_DIR) refuses before MODEL_DIR is created or changed.
 
     Returns:
       {"step", "final_loss" (loss of the last step), "loss" (mean over the last log window),
        "eval": {task: {metric: value}}, "eval/{task}/{metric}": value, ..., "steps_per_s",
        "tokens_per_s", "model_dir"}.
+    Raises:
+      interrupts.Interrupted: SIGINT/SIGTERM under `interrupts.raise_on_signals`, with the step
+        reached and the step the same command resumes from.
     """
     maybe_initialize_distributed()
     config = dataclasses.replace(config, model_dir=absolute_path(config.model_dir),
                                  initial_checkpoint_path=absolute_path(config.initial_checkpoint_path))
-    os.makedirs(config.model_dir, exist_ok=True)
-    model_config = config.model_config()
-    loss_config = config.loss_config()
-    vocab = _check_vocab(config, model_config)
+    problem = flags.check_writable(config.model_dir, "--gin.MODEL_DIR")
+    if problem:
+        raise GinConfigError(problem)
+    choice, model_config = _choose_vocabulary(config, config.model_config())
+    interrupts.check()
     eval_tasks = config.eval_task_names()
-    record = run_record(config, model_config, vocab, eval_tasks)
+    record = run_record(config, model_config, choice, eval_tasks)
     _check_resume(config, record)
+    created = not os.path.isdir(config.model_dir)
+    os.makedirs(config.model_dir, exist_ok=True)
+    lock = (ProcessLock(os.path.join(config.model_dir, TRAIN_LOCK), command="`dsbs train`",
+                        consequence="two trainings in one MODEL_DIR would both write every step and checkpoint",
+                        fix="Wait for it to finish, stop it, or pass another --gin.MODEL_DIR.")
+            if jax.process_index() == 0 else contextlib.nullcontext())
+    progress = _Progress()
+    try:
+        with lock:
+            return _train_locked(config, model_config, record, eval_tasks, progress)
+    except interrupts.Interrupted as interrupted:
+        interrupted.step = progress.step
+        done = checkpointing.complete_steps(os.path.join(config.model_dir, "checkpoints"))
+        interrupted.resume_step = max(done) if done else 0
+        raise
+    except Exception:
+        if created:
+            _remove_if_unused(config.model_dir)
+        raise
+
+
+def _remove_if_unused(model_dir: str) -> None:
+    """Removes a MODEL_DIR this call created when a check refused the run before it wrote anything
+    (it then holds only the lock file and the evaluator's empty log dir)."""
+    eval_dir = os.path.join(model_dir, "inference_eval")
+    if set(os.listdir(model_dir)) <= {TRAIN_LOCK, "inference_eval"} and not (
+            os.path.isdir(eval_dir) and os.listdir(eval_dir)):
+        if os.path.isdir(eval_dir):
+            os.rmdir(eval_dir)
+        if os.path.exists(os.path.join(model_dir, TRAIN_LOCK)):
+            os.remove(os.path.join(model_dir, TRAIN_LOCK))
+        os.rmdir(model_dir)
+
+
+def _train_locked(config: TrainConfig, model_config: T5Config, record: Mapping[str, Any], eval_tasks: Sequence[str],
+                  progress: _Progress) -> Dict[str, Any]:
+    loss_config = config.loss_config()
     # Eval settings (tasks, split) are checked before step 1, not found wrong after the last one.
     evaluator = _make_evaluator(config, model_config, eval_tasks) if _evaluates(config) else None
     _write_run_record(config, record)
@@ -398,13 +467,14 @@ def train(config: TrainConfig) -> Dict[str, Any]:
         best_metric=config.best_metric, async_save=config.async_checkpointing)
     state, consumed = _initial_state(config, model_config, tx, shardings, ckpt, template)
     start_step = int(state.step)
+    progress.step = start_step
 
     metrics_log = _MetricsLog(config.model_dir)
     results: Dict[str, Any] = {"model_dir": config.model_dir}
     try:
         if start_step < config.train_steps:
             state, loop_results = _train_loop(config, model_config, loss_config, mesh, rules, shardings, state,
-                                              consumed, ckpt, metrics_log, evaluator)
+                                              consumed, ckpt, metrics_log, evaluator, progress)
             results.update(loop_results)
         elif evaluator is not None:
             log.info("Checkpoint step %d >= TRAIN_STEPS=%d: evaluating only.", start_step, config.train_steps)
@@ -415,8 +485,9 @@ def train(config: TrainConfig) -> Dict[str, Any]:
         results.update(evaluation.flatten_metrics(results.get("eval", {})))
         return results
     finally:
-        metrics_log.close()
-        ckpt.close()
+        with interrupts.deferred():  # a pending checkpoint write completes before the process ends
+            metrics_log.close()
+            ckpt.close()
 
 
 def _evaluates(config: TrainConfig) -> bool:
@@ -434,7 +505,8 @@ def _make_evaluator(config: TrainConfig, model_config: T5Config, eval_tasks: Seq
 
 def _train_loop(config: TrainConfig, model_config: T5Config, loss_config: LossConfig, mesh, rules, shardings,
                 state, consumed: int, ckpt: checkpointing.Checkpointer, metrics_log: _MetricsLog,
-                evaluator: Optional[evaluation.Evaluator]) -> Tuple[train_state.TrainState, Dict[str, Any]]:
+                evaluator: Optional[evaluation.Evaluator],
+                progress: _Progress) -> Tuple[train_state.TrainState, Dict[str, Any]]:
     from tqdm import tqdm
 
     data = input_pipeline.BatchIterator(input_pipeline.DataConfig(
@@ -453,47 +525,53 @@ def _train_loop(config: TrainConfig, model_config: T5Config, loss_config: LossCo
     last_eval = None
     bar = tqdm(total=config.train_steps, initial=start, desc="train", unit="step",
                disable=not config.progress_bar or jax.process_index() != 0, dynamic_ncols=True)
-    for step in range(start + 1, config.train_steps + 1):
-        local = next(data)
-        tokens_total += float(sum(np.count_nonzero(v) for k, v in local.items()
-                                  if k.endswith("encoder_input_tokens") or k.endswith("decoder_target_tokens")))
-        state, metrics = step_fn(state, _global_batch(local, b_sharding))
-        window.append(metrics)
-        if step % config.log_period == 0 or step == config.train_steps:
-            host = jax.device_get(window)
-            window = []
-            last_loss = float(host[-1]["loss"])
-            elapsed = max(time.time() - t0, 1e-9)
-            scalars = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
-            last_window_loss = scalars["loss"]
-            scalars.update({"steps_per_s": (step - start) / elapsed, "tokens_per_s": tokens_total / elapsed,
-                            "learning_rate": float(optimizers.learning_rate_schedule(
-                                config.optimizer_config(), config.train_steps)(step - 1))})
-            metrics_log.write(step, scalars)
-            bar.set_postfix(loss=f"{scalars['loss']:.4g}", steps_s=f"{scalars['steps_per_s']:.2f}",
-                            tok_s=f"{scalars['tokens_per_s']:.0f}")
-            if not np.isfinite(last_loss):
-                raise FloatingPointError(f"Loss is {last_loss} at step {step}; lower --gin.LEARNING_RATE or "
-                                         "check the data.")
-        bar.update(1)
-        eval_metrics = None
-        final = step == config.train_steps
-        if final:
-            # The last checkpoint is written before the final evaluation, which can fail or be killed.
-            ckpt.save(state, data.state())
-        if evaluator is not None and _eval_due(config, step, final):
-            last_eval = evaluator.evaluate(lambda: state.params, step)
-            eval_metrics = evaluation.flatten_metrics(last_eval)
-            metrics_log.write(step, eval_metrics)
-            line = f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in eval_metrics.items())
-            # tqdm.write prints even with the bar disabled; callers that hide the bar report results themselves.
-            if config.progress_bar:
-                bar.write(line)
-            else:
-                log.info(line)
-        if step % config.checkpoint_period == 0 and not final:
-            ckpt.save(state, data.state(), metrics=eval_metrics)
-    bar.close()
+    try:  # the bar ends its line even when a signal stops the loop, so the report starts on its own
+        for step in range(start + 1, config.train_steps + 1):
+            local = next(data)
+            tokens_total += float(sum(np.count_nonzero(v) for k, v in local.items()
+                                      if k.endswith("encoder_input_tokens") or k.endswith("decoder_target_tokens")))
+            interrupts.check()  # a signal whose exception a gc callback swallowed stops the run here
+            state, metrics = step_fn(state, _global_batch(local, b_sharding))
+            progress.step = step
+            window.append(metrics)
+            if step % config.log_period == 0 or step == config.train_steps:
+                host = jax.device_get(window)
+                window = []
+                last_loss = float(host[-1]["loss"])
+                elapsed = max(time.time() - t0, 1e-9)
+                scalars = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
+                last_window_loss = scalars["loss"]
+                scalars.update({"steps_per_s": (step - start) / elapsed, "tokens_per_s": tokens_total / elapsed,
+                                "learning_rate": float(optimizers.learning_rate_schedule(
+                                    config.optimizer_config(), config.train_steps)(step - 1))})
+                metrics_log.write(step, scalars)
+                bar.set_postfix(loss=f"{scalars['loss']:.4g}", steps_s=f"{scalars['steps_per_s']:.2f}",
+                                tok_s=f"{scalars['tokens_per_s']:.0f}")
+                if not np.isfinite(last_loss):
+                    raise FloatingPointError(f"Loss is {last_loss} at step {step}; lower --gin.LEARNING_RATE or "
+                                             "check the data.")
+            bar.update(1)
+            eval_metrics = None
+            final = step == config.train_steps
+            if final:
+                # The last checkpoint is written before the final evaluation, which can fail or be killed.
+                with interrupts.deferred():  # never cut a checkpoint call short (see interrupts)
+                    ckpt.save(state, data.state())
+            if evaluator is not None and _eval_due(config, step, final):
+                last_eval = evaluator.evaluate(lambda: state.params, step)
+                eval_metrics = evaluation.flatten_metrics(last_eval)
+                metrics_log.write(step, eval_metrics)
+                line = f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in eval_metrics.items())
+                # tqdm.write prints even with the bar disabled; callers that hide the bar report results themselves.
+                if config.progress_bar:
+                    bar.write(line)
+                else:
+                    log.info(line)
+            if step % config.checkpoint_period == 0 and not final:
+                with interrupts.deferred():
+                    ckpt.save(state, data.state(), metrics=eval_metrics)
+    finally:
+        bar.close()
     elapsed = max(time.time() - t0, 1e-9)
     out = {"final_loss": last_loss, "loss": last_window_loss,
            "steps_per_s": (config.train_steps - start) / elapsed, "tokens_per_s": tokens_total / elapsed}

@@ -115,6 +115,15 @@ def user_spec(dataset: str, mapping: FieldMapping, parser: Optional[parsers.Teac
                              id_field=mapping.id_field)
 
 
+@dataclasses.dataclass
+class ReadNotes:
+    """What `read_user` converted without failing (and what the import decided), for `dsbs import` to say."""
+
+    numeric_labels: int = 0  # labels given as JSON numbers, stored as their text
+    first_numeric_label: Any = None
+    dropped_vocabulary: Optional[dict] = None  # the dataset's own vocabulary an import made stale
+
+
 SPEC_FILE = specs.SPEC_FILE
 SPEC_VERSION = 1
 
@@ -183,8 +192,8 @@ def read_spec_file(path: str) -> specs.DatasetSpec:
 
 
 def read_user(path: str, dataset: str, split: str, mapping: FieldMapping, *, fmt: Optional[str] = None,
-              spec: Optional[specs.DatasetSpec] = None,
-              max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES) -> Iterator[schema.Example]:
+              spec: Optional[specs.DatasetSpec] = None, max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+              notes: Optional[ReadNotes] = None) -> Iterator[schema.Example]:
     """Yields Examples from a user's JSONL or CSV file.
 
     Args:
@@ -193,6 +202,7 @@ def read_user(path: str, dataset: str, split: str, mapping: FieldMapping, *, fmt
       mapping: the field mapping.
       spec: defaults to `user_spec(dataset, mapping)`.
       max_field_bytes: the largest field allowed (`--max_field_bytes`); lines are streamed.
+      notes: filled with the silent conversions (numeric labels become text).
 
     Raises:
       DataError: with the file, line and field of the first bad record.
@@ -212,6 +222,10 @@ def read_user(path: str, dataset: str, split: str, mapping: FieldMapping, *, fmt
     for line, raw in rows:
         example_id = record_id(raw, mapping.id_field, f"{dataset}-{split}-{line}", path, line)
         ids.check(example_id, line)
+        label = raw.get(mapping.label_field) if mapping.label_field else None
+        if notes is not None and isinstance(label, (int, float)) and not isinstance(label, bool):
+            notes.numeric_labels += 1
+            notes.first_numeric_label = label if notes.first_numeric_label is None else notes.first_numeric_label
         try:
             example = schema.Example(id=example_id, dataset=dataset, split=split, input=spec.format_input(raw),
                                      label=spec.gold_label(raw), choices=spec.choices(raw))

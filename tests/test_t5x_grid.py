@@ -274,3 +274,19 @@ def test_every_method_is_scored_on_a_task_with_metric_functions(tmp_path):
             assert task.metric_fns, f"{method.name} is scored on {task.name}, which has no metric functions"
     finally:
         tasks.remove_dataset_tasks("cqa_metrics_check")
+
+
+def test_the_tasks_vocabulary_equals_seqio_s_by_seqio_s_own_comparison():
+    """T5X compares its model's plain seqio vocabulary with the task's by `==`, in both orders; our subclass's
+    notes (why the file was chosen) must not enter it. Broken variant: an `origin` attribute in the state
+    seqio compares made them unequal, and T5X refused to train."""
+    import seqio
+
+    from tasks import vocab
+
+    ours = vocab.get_vocabulary("/models/spm.model", origin="the dataset's own")
+    for plain, equal in ((seqio.SentencePieceVocabulary("/models/spm.model", extra_ids=0), True),
+                         (seqio.SentencePieceVocabulary("/models/spm.model", extra_ids=100), False),
+                         (seqio.SentencePieceVocabulary("/copy/spm.model", extra_ids=0), False)):
+        assert (ours == plain, plain == ours, ours != plain) == (equal, equal, not equal)
+    assert ours.origin == "the dataset's own"

@@ -187,13 +187,17 @@ def test_emit_refusals(data_root, tmp_path, capsys, argv, fragment):
     assert not (tmp_path / "grid").exists()
 
 
-def test_the_public_checkpoints_refuse_a_local_vocabulary(data_root, tmp_path):
-    """Tasks tokenizing with a `--train_vocab` model cannot feed T5's checkpoints (their embedding is T5's)."""
+def test_the_public_checkpoints_refuse_a_local_vocabulary(data_root, tmp_path, spm_model):
+    """Tasks tokenizing with a `--train_vocab` model cannot feed T5's checkpoints (their embedding is T5's);
+    a from-scratch model gets an embedding of the vocabulary's size, not T5's 32128."""
     with pytest.raises(t5x_grid.GridError, match="need T5's vocabulary"):
-        emit(data_root, tmp_path / "grid", spm_path=str(tmp_path / "local.model"))
-    grid = emit(data_root, tmp_path / "grid", spm_path=str(tmp_path / "local.model"), from_scratch=True)
-    assert (grid.vocab_path, grid.vocab_extra_ids) == (str(tmp_path / "local.model"), 0)
+        emit(data_root, tmp_path / "grid", spm_path=spm_model)
+    grid = emit(data_root, tmp_path / "grid", spm_path=spm_model, from_scratch=True)
+    assert (grid.vocab_path, grid.vocab_extra_ids, grid.model_vocab_size) == (spm_model, 0, 512)
     assert grid.environment()["DSBS_SPM_PATH"] == grid.vocab_path
+    for run in grid.runs:
+        for path in (run.train_gin, run.eval_gin):
+            assert settings(tmp_path / "grid" / path)["vocab_size"] == 512
 
 
 def test_extra_gin_files_may_not_move_the_step_arithmetic(data_root, tmp_path):

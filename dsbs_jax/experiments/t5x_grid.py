@@ -91,6 +91,7 @@ class Grid:
     eval_split: str
     runs: Tuple[GridRun, ...]
     extra_gin_files: Tuple[str, ...] = ()
+    model_vocab_size: Optional[int] = None  # set for from-scratch runs on a vocabulary other than T5's
 
     def eval_output_dir(self, run: GridRun) -> str:
         return f"{run.model_dir}/eval_{self.eval_split}"
@@ -212,6 +213,24 @@ def _vocabulary(config: EmitConfig) -> Tuple[str, int]:
     return path, extra_ids_for(path)
 
 
+def _model_vocab_size(config: EmitConfig, vocab_path: str, extra_ids: int) -> Optional[int]:
+    """The embedding rows a from-scratch model needs for a local vocabulary (T5X's size is T5's 32128).
+
+    Pretrained runs keep their checkpoint's size. A vocabulary on an object store is not read here.
+    """
+    from dsbs_jax.data.vocab import DEFAULT_SPM_PATH
+
+    if not config.from_scratch or vocab_path == DEFAULT_SPM_PATH or fs.is_url(vocab_path):
+        return None
+    import sentencepiece
+
+    try:
+        pieces = sentencepiece.SentencePieceProcessor(model_file=vocab_path).get_piece_size()
+    except (OSError, RuntimeError) as error:
+        raise GridError(f"--spm_path {vocab_path}: cannot read the SentencePiece model ({error})") from None
+    return 128 * -(-(pieces + extra_ids) // 128)  # T5X pads the embedding to a multiple of 128
+
+
 def _extra_gin_files(paths: Sequence[str]) -> List[Tuple[str, str]]:
     """(basename, text) of each --gin_file extra; refuses the settings the grid owns."""
     from gin import config_parser
@@ -286,6 +305,7 @@ def plan(config: EmitConfig) -> Grid:
                          for root in config.data_root.split(",") if root.strip())
     grid = Grid(dataset=config.dataset, data_root=data_root, vocab_path=vocab_path, vocab_extra_ids=extra_ids,
                 eval_split=config.eval_split, runs=tuple(runs),
+                model_vocab_size=_model_vocab_size(config, vocab_path, extra_ids),
                 extra_gin_files=tuple(f"{EXTRA_SUBDIR}/{n}" for n, _ in _extra_gin_files(config.extra_gin_files)))
     return grid
 
@@ -320,8 +340,11 @@ def _run_block(grid: Grid, run: GridRun, lengths: Mapping[str, int], config: Emi
 
 
 def _vocabulary_lines(grid: Grid) -> List[str]:
-    return [f"VOCAB_PATH = {json.dumps(grid.vocab_path)}  # the same string as the tasks' (T5X compares them)",
-            f"VOCAB_EXTRA_IDS = {grid.vocab_extra_ids}"]
+    lines = [f"VOCAB_PATH = {json.dumps(grid.vocab_path)}  # the same string as the tasks' (T5X compares them)",
+             f"VOCAB_EXTRA_IDS = {grid.vocab_extra_ids}"]
+    if grid.model_vocab_size:
+        lines.append(f"network.T5Config.vocab_size = {grid.model_vocab_size}  # the vocabulary's ids, padded to 128")
+    return lines
 
 
 def _header(run: GridRun, what: str) -> List[str]:
@@ -330,7 +353,8 @@ def _header(run: GridRun, what: str) -> List[str]:
             f"# T5 1.1 {gin_gen.SIZE_NAMES[run.size]}, seed {run.seed}.",
             f"# Run by the grid's {RUN_ALL} (the exact command is in its {COMMANDS}).",
             "# Written by `dsbs sweep --emit t5x`; re-emit rather than edit.",
-            "from __gin__ import dynamic_registration", "", "from t5x import partitioning", "from t5x import utils", ""]
+            "from __gin__ import dynamic_registration", "", "from t5x import partitioning", "from t5x import utils",
+            "from t5x.examples.t5 import network", ""]
 
 
 def train_gin(grid: Grid, run: GridRun, lengths: Mapping[str, int], config: EmitConfig) -> str:

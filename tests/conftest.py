@@ -1,6 +1,14 @@
-"""Shared fixtures. Eight fake CPU devices are set up before JAX is first imported."""
+"""Shared fixtures. Eight fake CPU devices are set up before JAX is first imported.
+
+Session-scoped artifacts built once and shared by the test modules: the letters data root and
+its SentencePiece model (`letters_root`), a finished tiny `dsbs train` run of it (`letters_run`),
+a SentencePiece model on real release text (`spm_model`) and an imported subset of the release
+(`imported_release`).
+"""
 import os
 import pathlib
+import subprocess
+import sys
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,3 +40,48 @@ def spm_model(tmp_path_factory) -> str:
     texts += [f"{a} plus {b} is {a + b}. So the answer is (a) yes." for a in range(40) for b in range(10)]
     out = tmp_path_factory.mktemp("spm") / "spm"
     return train_sentencepiece(texts, str(out), vocab_size=512)
+
+
+@pytest.fixture(scope="session")
+def imported_release(release_dir, tmp_path_factory) -> pathlib.Path:
+    """An import root of the real release: CQA (all splits), e-SNLI and ANLI-r1 (200 examples per split).
+
+    Read-only for the tests that share it; a test that writes into an import root makes its own.
+    """
+    from dsbs_jax.data import import_cli
+
+    out = tmp_path_factory.mktemp("imported_release") / "data"
+    assert import_cli.main(["--format", "release", "--dataset", "cqa", "--src", str(release_dir),
+                            "--out", str(out)]) == 0
+    for dataset in ("esnli", "anli1"):
+        assert import_cli.main(["--format", "release", "--dataset", dataset, "--src", str(release_dir),
+                                "--out", str(out), "--limit", "200"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def letters_root(tmp_path_factory):
+    """The synthetic letters dataset (tests/synthetic_letters.py) under a data root, and its vocabulary.
+
+    Returns (data_root, spm_path): `{data_root}/letters` holds the TFRecords; `import tasks` with
+    DSBS_DATA_ROOT=data_root and DSBS_SPM_PATH=spm_path registers the `letters_*` family. Read-only.
+    """
+    import synthetic_letters
+    from dsbs_jax.data.vocab import train_sentencepiece
+
+    root = tmp_path_factory.mktemp("letters")
+    spm = train_sentencepiece(synthetic_letters.vocab_texts(), str(root / "spm"), vocab_size=64)
+    synthetic_letters.write_dataset(root / "data")
+    return root / "data", spm
+
+
+@pytest.fixture(scope="session")
+def letters_run(letters_root, tmp_path_factory) -> pathlib.Path:
+    """A finished `dsbs train` run (a real subprocess) of `synthetic_letters.train_flags`; read-only (copy it to change it)."""
+    import synthetic_letters
+
+    run = tmp_path_factory.mktemp("letters_run") / "run"
+    result = subprocess.run([sys.executable, "-m", "dsbs_jax.cli", "train", *synthetic_letters.train_flags(run)],
+                            env=synthetic_letters.dsbs_env(*letters_root), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run

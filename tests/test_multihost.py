@@ -19,9 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-import synthetic_letters
 from dsbs_jax.data import schema, tfrecords
-from dsbs_jax.data.vocab import train_sentencepiece
 from dsbs_jax.train import distributed
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -34,9 +32,9 @@ def _example(split: str, i: int) -> schema.Example:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, letters_root):
     root = tmp_path_factory.mktemp("multihost")
-    spm = train_sentencepiece(synthetic_letters.vocab_texts(), str(root / "spm"), vocab_size=64)
+    spm = letters_root[1]
     for split, n in (("train", 32), ("test", 8)):
         tfrecords.write_split(str(root / "data" / "same"), split, [_example(split, i) for i in range(n)],
                               num_shards=2)

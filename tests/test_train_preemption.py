@@ -3,7 +3,6 @@
 Exercises the data-iterator position (skip-n on the seeded SeqIO dataset), dropout RNG by step,
 optimizer state restore, and orbax's refusal to take a half-written checkpoint for complete.
 """
-import os
 import pathlib
 import signal
 import subprocess
@@ -16,17 +15,14 @@ import numpy as np
 import pytest
 
 import synthetic_letters
-from dsbs_jax.data.vocab import train_sentencepiece
 from dsbs_jax.train import cli, inference
 
 STEPS, PERIOD, KILL_AFTER = 80, 10, 20
-TESTS = pathlib.Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
-def letters(tmp_path_factory):
-    root = tmp_path_factory.mktemp("letters")
-    spm = train_sentencepiece(synthetic_letters.vocab_texts(), str(root / "spm"), vocab_size=64)
+def letters(letters_root):
+    root, spm = letters_root
     synthetic_letters.prepare(root, spm)
     return root, spm
 
@@ -41,9 +37,7 @@ def _argv(model_dir):
 
 def _env(letters):
     # What a user does: `import tasks` registers every dataset under $DSBS_DATA_ROOT.
-    root, spm = letters
-    return {**os.environ, "DSBS_DATA_ROOT": str(root), "DSBS_SPM_PATH": spm,
-            "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+    return synthetic_letters.dsbs_env(*letters)
 
 
 def _complete_steps(model_dir):

@@ -1,4 +1,16 @@
-"""Shared fixtures. Eight fake CPU devices are set up before JAX is first imported.
+"""Shared fixtures, and the environment every test and every subprocess it starts runs in.
+
+Set before JAX is first imported, and inherited by each `dsbs ...`, `python -m t5x.train` or
+benchmark subprocess (they copy `os.environ`):
+
+* eight fake CPU devices (`--xla_force_host_platform_device_count=8`);
+* one JAX persistent compilation cache for the whole test session, so that a tiny model compiled
+  by one test (or one subprocess) is loaded, not compiled again, by the next. The directory is
+  new for each session and removed at its end: a run starts cold and can never read entries of
+  another run or another JAX version. Every executable is cached however fast it compiled or
+  small it is (minimum compile time 0 s, no size floor): the tiny models compile in well under
+  JAX's default 1 s threshold. tests/test_compilation_cache.py checks that training with the
+  cache gives bit-identical results to training without it.
 
 Session-scoped artifacts built once and shared by the test modules: the letters data root and
 its SentencePiece model (`letters_root`), a finished tiny `dsbs train` run of it (`letters_run`),
@@ -7,16 +19,37 @@ a SentencePiece model on real release text (`spm_model`) and an imported subset 
 """
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+COMPILATION_CACHE_DIR = tempfile.mkdtemp(prefix="dsbs-jax-compilation-cache-")
+os.environ.update({
+    "JAX_ENABLE_COMPILATION_CACHE": "true",
+    "JAX_COMPILATION_CACHE_DIR": COMPILATION_CACHE_DIR,
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+})
+
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def pytest_terminal_summary(terminalreporter):
+    entries = [p for p in pathlib.Path(COMPILATION_CACHE_DIR).glob("*-cache")]
+    size = sum(p.stat().st_size for p in entries)
+    terminalreporter.write_line(f"JAX compilation cache of this session: {len(entries)} executables, "
+                                f"{size / 2**20:.0f} MiB ({COMPILATION_CACHE_DIR}, removed now)")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(COMPILATION_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

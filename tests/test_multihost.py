@@ -92,8 +92,9 @@ def runs(data, tmp_path_factory):
     port = _free_port()
     hosts = [_train(base / "two", data, 4, {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
                                            "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)}) for i in range(2)]
+    one = _train(base / "one", data, 8)  # at the same time: it shares nothing with the two-process run
     host_logs = [_finish(p, f"process {i}") for i, p in enumerate(hosts)]
-    single = _finish(_train(base / "one", data, 8), "one-process run")
+    single = _finish(one, "one-process run")
     for name, (out, err) in [("process0", host_logs[0]), ("process1", host_logs[1]), ("single", single)]:
         (base / f"{name}.log").write_text(out + "\n--- stderr ---\n" + err)  # for a failing assertion's reader
     return base, host_logs, single

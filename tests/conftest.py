@@ -1,14 +1,55 @@
-"""Shared fixtures. Eight fake CPU devices are set up before JAX is first imported."""
+"""Shared fixtures, and the environment every test and every subprocess it starts runs in.
+
+Set before JAX is first imported, and inherited by each `dsbs ...`, `python -m t5x.train` or
+benchmark subprocess (they copy `os.environ`):
+
+* eight fake CPU devices (`--xla_force_host_platform_device_count=8`);
+* one JAX persistent compilation cache for the whole test session, so that a tiny model compiled
+  by one test (or one subprocess) is loaded, not compiled again, by the next. The directory is
+  new for each session and removed at its end: a run starts cold and can never read entries of
+  another run or another JAX version. Every executable is cached however fast it compiled or
+  small it is (minimum compile time 0 s, no size floor): the tiny models compile in well under
+  JAX's default 1 s threshold. tests/test_compilation_cache.py checks that training with the
+  cache gives bit-identical results to training without it.
+
+Session-scoped artifacts built once and shared by the test modules: the letters data root and
+its SentencePiece model (`letters_root`), a finished tiny `dsbs train` run of it (`letters_run`),
+a SentencePiece model on real release text (`spm_model`) and an imported subset of the release
+(`imported_release`).
+"""
 import os
 import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+COMPILATION_CACHE_DIR = tempfile.mkdtemp(prefix="dsbs-jax-compilation-cache-")
+os.environ.update({
+    "JAX_ENABLE_COMPILATION_CACHE": "true",
+    "JAX_COMPILATION_CACHE_DIR": COMPILATION_CACHE_DIR,
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+})
+
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def pytest_terminal_summary(terminalreporter):
+    entries = [p for p in pathlib.Path(COMPILATION_CACHE_DIR).glob("*-cache")]
+    size = sum(p.stat().st_size for p in entries)
+    terminalreporter.write_line(f"JAX compilation cache of this session: {len(entries)} executables, "
+                                f"{size / 2**20:.0f} MiB ({COMPILATION_CACHE_DIR}, removed now)")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(COMPILATION_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +73,48 @@ def spm_model(tmp_path_factory) -> str:
     texts += [f"{a} plus {b} is {a + b}. So the answer is (a) yes." for a in range(40) for b in range(10)]
     out = tmp_path_factory.mktemp("spm") / "spm"
     return train_sentencepiece(texts, str(out), vocab_size=512)
+
+
+@pytest.fixture(scope="session")
+def imported_release(release_dir, tmp_path_factory) -> pathlib.Path:
+    """An import root of the real release: CQA (all splits), e-SNLI and ANLI-r1 (200 examples per split).
+
+    Read-only for the tests that share it; a test that writes into an import root makes its own.
+    """
+    from dsbs_jax.data import import_cli
+
+    out = tmp_path_factory.mktemp("imported_release") / "data"
+    assert import_cli.main(["--format", "release", "--dataset", "cqa", "--src", str(release_dir),
+                            "--out", str(out)]) == 0
+    for dataset in ("esnli", "anli1"):
+        assert import_cli.main(["--format", "release", "--dataset", dataset, "--src", str(release_dir),
+                                "--out", str(out), "--limit", "200"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def letters_root(tmp_path_factory):
+    """The synthetic letters dataset (tests/synthetic_letters.py) under a data root, and its vocabulary.
+
+    Returns (data_root, spm_path): `{data_root}/letters` holds the TFRecords; `import tasks` with
+    DSBS_DATA_ROOT=data_root and DSBS_SPM_PATH=spm_path registers the `letters_*` family. Read-only.
+    """
+    import synthetic_letters
+    from dsbs_jax.data.vocab import train_sentencepiece
+
+    root = tmp_path_factory.mktemp("letters")
+    spm = train_sentencepiece(synthetic_letters.vocab_texts(), str(root / "spm"), vocab_size=64)
+    synthetic_letters.write_dataset(root / "data")
+    return root / "data", spm
+
+
+@pytest.fixture(scope="session")
+def letters_run(letters_root, tmp_path_factory) -> pathlib.Path:
+    """A finished `dsbs train` run (a real subprocess) of `synthetic_letters.train_flags`; read-only (copy it to change it)."""
+    import synthetic_letters
+
+    run = tmp_path_factory.mktemp("letters_run") / "run"
+    result = subprocess.run([sys.executable, "-m", "dsbs_jax.cli", "train", *synthetic_letters.train_flags(run)],
+                            env=synthetic_letters.dsbs_env(*letters_root), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run

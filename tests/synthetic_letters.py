@@ -16,6 +16,7 @@ from typing import List
 
 from dsbs_jax.data import schema, tfrecords
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 DATASET = "letters"
 LETTERS = "bdfhkmpt"
 SPLIT_SIZES = {"train": 1200, "valid": 64, "test": 64}
@@ -63,3 +64,23 @@ def prepare(root: os.PathLike, spm_path: str) -> pathlib.Path:
     tasks.remove_dataset_tasks(DATASET)  # another test module may have registered another root
     tasks.register_dataset_tasks(DATASET, str(dataset_dir), vocabulary=tasks.get_vocabulary(spm_path))
     return dataset_dir
+
+
+TRAIN_STEPS = 6
+
+
+def train_flags(model_dir: os.PathLike, *extra: str) -> List[str]:
+    """`dsbs train` flags of a tiny run on the letters data: the dsbs method, 6 steps, checkpoints at 3 and 6.
+
+    The session's `letters_run` fixture (tests/conftest.py) is this run; `extra` flags come last and win.
+    """
+    return ["--gin_file=models/tiny.gin", "--gin_file=runs/finetune.gin", "--gin.MIXTURE_OR_TASK_MODULE=tasks",
+            "--gin.METHOD=dsbs", "--gin.DATASET=letters", "--gin.TASK_FEATURE_LENGTHS={'inputs': 24, 'targets': 24}",
+            f"--gin.TRAIN_STEPS={TRAIN_STEPS}", f"--gin.MODEL_DIR={model_dir}", "--gin.BATCH_SIZE=8",
+            "--gin.VOCAB_SIZE=128", "--gin.EVAL_SPLIT='test'", "--gin.CHECKPOINT_PERIOD=3", *extra]
+
+
+def dsbs_env(data_root: os.PathLike, spm_path: str, **extra: str) -> dict:
+    """The environment of a `dsbs` subprocess over `data_root`: what a user exports for `import tasks`."""
+    return {**os.environ, "DSBS_DATA_ROOT": str(data_root), "DSBS_SPM_PATH": spm_path,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **extra}

@@ -15,33 +15,21 @@ import numpy as np
 import pytest
 
 from dsbs_jax import methods
-from dsbs_jax.data import import_cli, tfrecords
+from dsbs_jax.data import tfrecords
 from dsbs_jax.data.splits import train_test_indices
 
 NLI = ("esnli", "anli1")
 
 
 @pytest.fixture(scope="module")
-def imported(release_dir, tmp_path_factory):
-    """The release's CQA (all of it), e-SNLI and ANLI-r1 (200 examples per split) as TFRecords."""
-    out = tmp_path_factory.mktemp("fidelity") / "data"
-    assert import_cli.main(["--format", "release", "--dataset", "cqa", "--src", str(release_dir),
-                            "--out", str(out)]) == 0
-    for dataset in NLI:
-        assert import_cli.main(["--format", "release", "--dataset", dataset, "--src", str(release_dir),
-                                "--out", str(out), "--limit", "200"]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def registered(imported, spm_model):
+def registered(imported_release, spm_model):
     import tasks
 
     vocab = tasks.get_vocabulary(spm_model)
     for dataset in ("cqa",) + NLI:
         tasks.remove_dataset_tasks(dataset)
         split_map = None if dataset == "cqa" else {"train": "valid", "validation": "test", "test": "test"}
-        tasks.register_dataset_tasks(dataset, str(imported / dataset), vocabulary=vocab, fractions=(100,),
+        tasks.register_dataset_tasks(dataset, str(imported_release / dataset), vocabulary=vocab, fractions=(100,),
                                      split_map=split_map)
     yield vocab
     for dataset in ("cqa",) + NLI:
@@ -93,30 +81,30 @@ def test_python_encoder_matches_the_tasks(registered, spm_model):
     assert 1 in encode_text(registered, text)
 
 
-def test_cqa_input_text_is_the_reference_template(imported, release_dir):
+def test_cqa_input_text_is_the_reference_template(imported_release, release_dir):
     raw = json.loads((release_dir / "cqa" / "cqa_test.json").read_text().splitlines()[0])
-    example = next(e for e in tfrecords.read_split(str(imported / "cqa"), "test") if e.id == raw["id"])
+    example = next(e for e in tfrecords.read_split(str(imported_release / "cqa"), "test") if e.id == raw["id"])
     c = raw["choices"]
     assert example.input == (f"{raw['question']}\nAnswer Choices:\n(a) {c[0]}\n(b) {c[1]}\n(c) {c[2]}\n"
                              f"(d) {c[3]}\n(e) {c[4]}")
 
 
-def test_split_sizes_are_the_papers(imported):
+def test_split_sizes_are_the_papers(imported_release):
     """CQA 8,766 / 975 / 1,221 (REFERENCE.md); the NLI release keeps its own validation split."""
-    splits = tfrecords.read_manifest(str(imported / "cqa"))["splits"]
+    splits = tfrecords.read_manifest(str(imported_release / "cqa"))["splits"]
     assert {s: e["num_examples"] for s, e in splits.items()} == {"train": 8766, "valid": 975, "test": 1221}
     assert splits["valid"]["holdout"]["test_size"] == 0.1 and splits["valid"]["holdout"]["seed"] == 0
     for dataset in NLI:
-        assert set(tfrecords.read_manifest(str(imported / dataset))["splits"]) == {"valid", "test"}
+        assert set(tfrecords.read_manifest(str(imported_release / dataset))["splits"]) == {"valid", "test"}
 
 
-def test_cqa_holdout_is_datasets_train_test_split(imported, release_dir):
+def test_cqa_holdout_is_datasets_train_test_split(imported_release, release_dir):
     """The held-out ids, in order, are those of `datasets`' train_test_split(test_size=0.1, seed=0)."""
     datasets = pytest.importorskip("datasets")
     ids = [json.loads(line)["id"] for line in (release_dir / "cqa" / "cqa_train.json").read_text().splitlines()]
     split = datasets.Dataset.from_dict({"id": ids}).train_test_split(test_size=0.1, seed=0)
-    assert [e.id for e in tfrecords.read_split(str(imported / "cqa"), "valid")] == split["test"]["id"]
-    assert [e.id for e in tfrecords.read_split(str(imported / "cqa"), "train")] == split["train"]["id"]
+    assert [e.id for e in tfrecords.read_split(str(imported_release / "cqa"), "valid")] == split["test"]["id"]
+    assert [e.id for e in tfrecords.read_split(str(imported_release / "cqa"), "train")] == split["train"]["id"]
 
 
 @pytest.mark.parametrize("num_rows, expected", [(800, (720, 80)), (9741, (8766, 975)), (1001, (900, 101))])

@@ -19,9 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-import synthetic_letters
 from dsbs_jax.data import schema, tfrecords
-from dsbs_jax.data.vocab import train_sentencepiece
 from dsbs_jax.train import distributed
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -34,9 +32,9 @@ def _example(split: str, i: int) -> schema.Example:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, letters_root):
     root = tmp_path_factory.mktemp("multihost")
-    spm = train_sentencepiece(synthetic_letters.vocab_texts(), str(root / "spm"), vocab_size=64)
+    spm = letters_root[1]
     for split, n in (("train", 32), ("test", 8)):
         tfrecords.write_split(str(root / "data" / "same"), split, [_example(split, i) for i in range(n)],
                               num_shards=2)
@@ -94,8 +92,9 @@ def runs(data, tmp_path_factory):
     port = _free_port()
     hosts = [_train(base / "two", data, 4, {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
                                            "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)}) for i in range(2)]
+    one = _train(base / "one", data, 8)  # at the same time: it shares nothing with the two-process run
     host_logs = [_finish(p, f"process {i}") for i, p in enumerate(hosts)]
-    single = _finish(_train(base / "one", data, 8), "one-process run")
+    single = _finish(one, "one-process run")
     for name, (out, err) in [("process0", host_logs[0]), ("process1", host_logs[1]), ("single", single)]:
         (base / f"{name}.log").write_text(out + "\n--- stderr ---\n" + err)  # for a failing assertion's reader
     return base, host_logs, single

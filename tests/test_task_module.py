@@ -16,8 +16,7 @@ import sys
 
 import pytest
 
-import synthetic_letters
-from dsbs_jax.data.vocab import DEFAULT_SPM_PATH, train_sentencepiece
+from dsbs_jax.data.vocab import DEFAULT_SPM_PATH
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -32,16 +31,8 @@ print(json.dumps({"configurables": ours, "tasks": sorted(n for n in names if n.s
 """
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("taskmodule")
-    spm = train_sentencepiece(synthetic_letters.vocab_texts(), str(root / "spm"), vocab_size=64)
-    synthetic_letters.write_dataset(root / "data")
-    return root / "data", spm
-
-
-def test_tasks_imports_after_gin_is_locked(data_root):
-    root, spm = data_root
+def test_tasks_imports_after_gin_is_locked(letters_root):
+    root, spm = letters_root
     env = {**os.environ, "DSBS_DATA_ROOT": str(root), "DSBS_SPM_PATH": spm, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-c", _AFTER_LOCKED_GIN], capture_output=True, text=True, env=env,
                             cwd=str(REPO), timeout=300)
@@ -83,9 +74,8 @@ def test_missing_local_vocabulary_names_the_file(tmp_path):
         vocab.get_vocabulary(str(tmp_path / "nope.model")).vocab_size
 
 
-def test_dsbs_train_prints_the_vocabulary_error_as_one_line(tmp_path):
-    root = tmp_path / "data"
-    synthetic_letters.write_dataset(root)
+def test_dsbs_train_prints_the_vocabulary_error_as_one_line(tmp_path, letters_root):
+    root = letters_root[0]
     env = {k: v for k, v in os.environ.items() if k != "DSBS_SPM_PATH"}
     env.update(DSBS_DATA_ROOT=str(root), DSBS_SPM_PATH=str(tmp_path / "missing.model"), PYTHONPATH=str(REPO))
     result = subprocess.run(

@@ -10,7 +10,6 @@ import gin
 import pytest
 
 import synthetic_letters
-from dsbs_jax.data.vocab import train_sentencepiece
 from dsbs_jax.models.config import t5_1_1_config
 from dsbs_jax.train import cli, predict, trainer
 
@@ -19,9 +18,8 @@ EVAL_TASK = "letters_label_gold"
 
 
 @pytest.fixture(scope="module")
-def letters(tmp_path_factory):
-    root = tmp_path_factory.mktemp("letters")
-    spm = train_sentencepiece(synthetic_letters.vocab_texts(), str(root / "spm"), vocab_size=64)
+def letters(letters_root):
+    root, spm = letters_root
     return synthetic_letters.prepare(root, spm), spm
 
 

@@ -17,34 +17,25 @@ from typing import Callable, List, Optional
 import pytest
 
 import synthetic_letters
-from dsbs_jax.data.vocab import train_sentencepiece
 from test_cli_faults import assert_one_error_line, assert_unchanged, tree_hashes
 
-TESTS = pathlib.Path(__file__).resolve().parent
-STEPS = 6
+STEPS = synthetic_letters.TRAIN_STEPS
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A letters data root, its vocabulary, and one finished `dsbs train` run of the dsbs method."""
+def world(tmp_path_factory, letters_root, letters_run):
+    """The session's letters data root and finished `dsbs train` run of the dsbs method
+    (`synthetic_letters.train_flags`), and a directory for this module's own outputs."""
     root = tmp_path_factory.mktemp("faults")
-    spm = train_sentencepiece(synthetic_letters.vocab_texts(), str(root / "spm"), vocab_size=64)
-    synthetic_letters.write_dataset(root / "data")
-    env = {**os.environ, "DSBS_DATA_ROOT": str(root / "data"), "DSBS_SPM_PATH": spm,
-           "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
-    run = root / "run"
-    result = _dsbs(["train", *_train_flags(run)], env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    data, spm = letters_root
     (root / "in.jsonl").write_text("".join(json.dumps({"input": e.input}) + "\n"
                                            for e in synthetic_letters.make_examples("valid", 8, 1)))
-    return {"root": root, "env": env, "run": run, "spm": spm}
+    return {"root": root, "data": data, "env": synthetic_letters.dsbs_env(data, spm), "run": letters_run,
+            "spm": spm}
 
 
 def _train_flags(model_dir, *extra: str) -> List[str]:
-    return ["--gin_file=models/tiny.gin", "--gin_file=runs/finetune.gin", "--gin.MIXTURE_OR_TASK_MODULE=tasks",
-            "--gin.METHOD=dsbs", "--gin.DATASET=letters", "--gin.TASK_FEATURE_LENGTHS={'inputs': 24, 'targets': 24}",
-            f"--gin.TRAIN_STEPS={STEPS}", f"--gin.MODEL_DIR={model_dir}", "--gin.BATCH_SIZE=8", "--gin.VOCAB_SIZE=128",
-            "--gin.EVAL_SPLIT='test'", "--gin.CHECKPOINT_PERIOD=3", *extra]
+    return synthetic_letters.train_flags(model_dir, *extra)
 
 
 def _dsbs(argv, env, cwd=None) -> subprocess.CompletedProcess:
@@ -58,13 +49,18 @@ class Case:
     argv: Callable[[dict], List[str]]
     message: str
     code: int = 2
-    setup: Optional[Callable[[dict], None]] = None
+    check: Optional[Callable[[dict], None]] = None  # more assertions on the world after the run
+
+
+def _nothing_trained(run: pathlib.Path) -> None:
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
+    assert not (run / "metrics.jsonl").exists()  # not a single step ran
 
 
 CASES = [
     Case("train: eval split the data lacks, found before step 1",
-         lambda w: ["train", *_train_flags(w["root"] / "new_run", "--gin.EVAL_SPLIT='dev'")],
-         "EVAL_SPLIT"),
+         lambda w: ["train", *_train_flags(w["root"] / "never_trained", "--gin.EVAL_SPLIT='dev'")],
+         "EVAL_SPLIT", check=lambda w: _nothing_trained(w["root"] / "never_trained")),
     Case("train: resume with another model size",
          lambda w: ["train", *_train_flags(w["run"], "--gin.MODEL_SIZE='small'", f"--gin.TRAIN_STEPS={STEPS + 3}")],
          "model.emb_dim:"),
@@ -93,7 +89,7 @@ CASES = [
     Case("predict: missing input", lambda w: ["predict", "--checkpoint", str(w["run"]), "--input",
                                               str(w["root"] / "missing.jsonl"), "--output", str(w["root"] / "p2.jsonl")],
          "missing.jsonl: no such file"),
-    Case("sweep: unknown method", lambda w: ["sweep", "--dataset", "letters", "--data_root", str(w["root"] / "data"),
+    Case("sweep: unknown method", lambda w: ["sweep", "--dataset", "letters", "--data_root", str(w["data"]),
                                              "--out", str(w["root"] / "sweep"), "--methods", "standard,dsbs_gold"],
          "Unknown method(s) ['dsbs_gold']"),
     Case("sweep: missing data root", lambda w: ["sweep", "--dataset", "letters", "--data_root",
@@ -104,27 +100,23 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_configuration(world, case):
-    before = tree_hashes(world["root"])
+    watched = (world["root"], world["data"], world["run"])
+    before = tree_hashes(*watched)
     result = _dsbs(case.argv(world), world["env"])
     assert result.returncode == case.code, (result.stdout + result.stderr)[-3000:]
     assert_one_error_line(result, "dsbs ", case.message)
-    assert_unchanged(before, tree_hashes(world["root"]), creates_nothing=False)
-
-
-def test_eval_misconfiguration_is_found_before_training(world):
-    run = world["root"] / "never_trained"
-    result = _dsbs(["train", *_train_flags(run, "--gin.EVAL_SPLIT='dev'")], world["env"])
-    assert result.returncode == 2
-    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
-    assert not (run / "metrics.jsonl").exists()  # not a single step ran
+    assert_unchanged(before, tree_hashes(*watched), creates_nothing=False)
+    if case.check:
+        case.check(world)
 
 
 def test_relative_paths_from_another_directory(world, tmp_path):
     """`--gin.CHECKPOINT_PATH=run` (relative) evaluates; predict works from another directory."""
     root = world["root"]
+    assert world["run"].name == "run"
     result = _dsbs(["eval", "--gin_file=runs/eval.gin", "--gin.CHECKPOINT_PATH=run", "--gin.EVAL_SPLIT='test'",
                     f"--gin.EVAL_OUTPUT_DIR={tmp_path / 'eval'}", "--gin.MIXTURE_OR_TASK_MODULE=tasks"],
-                   world["env"], cwd=root)
+                   world["env"], cwd=world["run"].parent)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "eval/letters_label_gold/accuracy" in json.loads(result.stdout)
     record = json.loads((world["run"] / "dsbs_run.json").read_text())

@@ -3,7 +3,6 @@
 Exercises the data-iterator position (skip-n on the seeded SeqIO dataset), dropout RNG by step,
 optimizer state restore, and orbax's refusal to take a half-written checkpoint for complete.
 """
-import os
 import pathlib
 import signal
 import subprocess
@@ -16,17 +15,14 @@ import numpy as np
 import pytest
 
 import synthetic_letters
-from dsbs_jax.data.vocab import train_sentencepiece
 from dsbs_jax.train import cli, inference
 
 STEPS, PERIOD, KILL_AFTER = 80, 10, 20
-TESTS = pathlib.Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
-def letters(tmp_path_factory):
-    root = tmp_path_factory.mktemp("letters")
-    spm = train_sentencepiece(synthetic_letters.vocab_texts(), str(root / "spm"), vocab_size=64)
+def letters(letters_root):
+    root, spm = letters_root
     synthetic_letters.prepare(root, spm)
     return root, spm
 
@@ -41,9 +37,7 @@ def _argv(model_dir):
 
 def _env(letters):
     # What a user does: `import tasks` registers every dataset under $DSBS_DATA_ROOT.
-    root, spm = letters
-    return {**os.environ, "DSBS_DATA_ROOT": str(root), "DSBS_SPM_PATH": spm,
-            "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+    return synthetic_letters.dsbs_env(*letters)
 
 
 def _complete_steps(model_dir):
@@ -51,11 +45,16 @@ def _complete_steps(model_dir):
     return sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) if ckpts.is_dir() else []
 
 
-def test_killed_and_restarted_run_matches_uninterrupted(letters, tmp_path):
-    # Uninterrupted reference, in-process through the same CLI and gin flags.
+@pytest.fixture(scope="module")
+def reference(letters, tmp_path_factory):
+    """The uninterrupted run, in-process through the same CLI and gin flags (both tests compare to it)."""
+    model_dir = tmp_path_factory.mktemp("uninterrupted") / "ref"
     gin.clear_config()
-    assert cli.train_main(_argv(tmp_path / "ref")) == 0
+    assert cli.train_main(_argv(model_dir)) == 0
+    return model_dir
 
+
+def test_killed_and_restarted_run_matches_uninterrupted(letters, reference, tmp_path):
     # Run, SIGKILL as soon as checkpoint KILL_AFTER is complete (the process is mid-run then).
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "dsbs_jax.cli", "train", *_argv(killed)]
@@ -74,7 +73,7 @@ def test_killed_and_restarted_run_matches_uninterrupted(letters, tmp_path):
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     assert f"Resumed from {killed / 'checkpoints'} step {max(done)}" in restarted.stderr
 
-    ref_params, _, ref_record = inference.load_for_inference(str(tmp_path / "ref"))
+    ref_params, _, ref_record = inference.load_for_inference(str(reference))
     params, _, record = inference.load_for_inference(str(killed))
     assert ref_record["step"] == record["step"] == STEPS
     ref_leaves, leaves = jax.tree.leaves(ref_params), jax.tree.leaves(params)
@@ -92,11 +91,9 @@ def _final_save_started(model_dir) -> bool:
     return ckpts.is_dir() and any(p.name.startswith(f"{STEPS}.") for p in ckpts.iterdir())
 
 
-def test_killed_during_the_final_save_resumes_bit_identical(letters, tmp_path):
+def test_killed_during_the_final_save_resumes_bit_identical(letters, reference, tmp_path):
     """SIGKILL while the last checkpoint is being written (before the final eval), then resume."""
-    gin.clear_config()
-    assert cli.train_main(_argv(tmp_path / "ref")) == 0
-    ref_leaves = jax.tree.leaves(inference.load_for_inference(str(tmp_path / "ref"))[0])
+    ref_leaves = jax.tree.leaves(inference.load_for_inference(str(reference))[0])
     for attempt in range(3):  # the write takes milliseconds: retry if the kill came after it
         killed = tmp_path / f"killed{attempt}"
         cmd = [sys.executable, "-m", "dsbs_jax.cli", "train", *_argv(killed)]

@@ -51,6 +51,7 @@ def reference(letters, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("uninterrupted") / "ref"
     gin.clear_config()
     assert cli.train_main(_argv(model_dir)) == 0
+    gin.clear_config()  # unlocked again, for modules that register configurables when later tests import them
     return model_dir
 
 

@@ -55,6 +55,7 @@ _CORE = [
 _EXTRAS = {
     "test": [
         "pytest>=8",
+        "pytest-xdist>=3",  # README's test command runs the modules on two workers
         "torch==2.13.0",
         "transformers>=4.44,<6",
         "llama-cpp-python[server]>=0.3,<0.4",

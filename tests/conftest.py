@@ -12,23 +12,29 @@ benchmark subprocess (they copy `os.environ`):
   JAX's default 1 s threshold. tests/test_compilation_cache.py checks that training with the
   cache gives bit-identical results to training without it.
 
-Session-scoped artifacts built once and shared by the test modules: the letters data root and
-its SentencePiece model (`letters_root`), a finished tiny `dsbs train` run of it (`letters_run`),
-a SentencePiece model on real release text (`spm_model`) and an imported subset of the release
-(`imported_release`).
+Artifacts built once per test run and shared by the test modules (and by pytest-xdist's workers,
+through `built_once`): the letters data root and its SentencePiece model (`letters_root`), a
+finished tiny `dsbs train` run of it (`letters_run`) and an imported subset of the release
+(`imported_release`); and, once per process, a SentencePiece model on real release text (`spm_model`).
 """
+import fcntl
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
 import tempfile
+from typing import Callable
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+if "--xla_force_host_platform_device_count=8" not in os.environ.get("XLA_FLAGS", ""):  # xdist workers inherit it
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-COMPILATION_CACHE_DIR = tempfile.mkdtemp(prefix="dsbs-jax-compilation-cache-")
+# pytest-xdist workers inherit the cache directory of their controller, which made it and removes it.
+XDIST_WORKER = "PYTEST_XDIST_WORKER" in os.environ
+COMPILATION_CACHE_DIR = (os.environ["JAX_COMPILATION_CACHE_DIR"] if XDIST_WORKER
+                         else tempfile.mkdtemp(prefix="dsbs-jax-compilation-cache-"))
 os.environ.update({
     "JAX_ENABLE_COMPILATION_CACHE": "true",
     "JAX_COMPILATION_CACHE_DIR": COMPILATION_CACHE_DIR,
@@ -41,7 +47,27 @@ import pytest  # noqa: E402
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+# The modules that take minutes, slowest first (measured with --durations on 2 cores). pytest-xdist
+# (`-n 2 --dist loadfile`, README's test command) hands out whole modules in collection order; starting
+# with these keeps one worker from being left with a long module while the other has finished.
+SLOW_MODULES_FIRST = ("test_t5x_multihost", "test_t5x_rehearsal", "test_t5x_metrics", "test_sweep",
+                      "test_train_faults", "test_train_preemption", "test_readme", "test_demo", "test_benchmarks",
+                      "test_beam_rationales", "test_train_e2e", "test_multihost", "test_train_sharding")
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False  # xdist would otherwise order modules by their number of tests
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_MODULES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rpartition(".")[2], len(rank)))  # stable
+
+
 def pytest_terminal_summary(terminalreporter):
+    if XDIST_WORKER:
+        return
     entries = [p for p in pathlib.Path(COMPILATION_CACHE_DIR).glob("*-cache")]
     size = sum(p.stat().st_size for p in entries)
     terminalreporter.write_line(f"JAX compilation cache of this session: {len(entries)} executables, "
@@ -49,7 +75,8 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(COMPILATION_CACHE_DIR, ignore_errors=True)
+    if not XDIST_WORKER:
+        shutil.rmtree(COMPILATION_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +102,23 @@ def spm_model(tmp_path_factory) -> str:
     return train_sentencepiece(texts, str(out), vocab_size=512)
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[pathlib.Path], None]) -> pathlib.Path:
+    """`{tmp}/name`, filled by `build(path)` once per test run: under pytest-xdist the first worker to
+    ask builds it while the others wait on a file lock, then all of them read the same files."""
+    shared = tmp_path_factory.getbasetemp()
+    if XDIST_WORKER:
+        shared = shared.parent  # xdist gives each worker its own basetemp under the run's one
+    path, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)  # the remains of a build that failed in another worker
+            path.mkdir()
+            build(path)
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def imported_release(release_dir, tmp_path_factory) -> pathlib.Path:
     """An import root of the real release: CQA (all splits), e-SNLI and ANLI-r1 (200 examples per split).
@@ -83,13 +127,14 @@ def imported_release(release_dir, tmp_path_factory) -> pathlib.Path:
     """
     from dsbs_jax.data import import_cli
 
-    out = tmp_path_factory.mktemp("imported_release") / "data"
-    assert import_cli.main(["--format", "release", "--dataset", "cqa", "--src", str(release_dir),
-                            "--out", str(out)]) == 0
-    for dataset in ("esnli", "anli1"):
-        assert import_cli.main(["--format", "release", "--dataset", dataset, "--src", str(release_dir),
-                                "--out", str(out), "--limit", "200"]) == 0
-    return out
+    def build(root: pathlib.Path) -> None:
+        out = str(root / "data")
+        assert import_cli.main(["--format", "release", "--dataset", "cqa", "--src", str(release_dir), "--out", out]) == 0
+        for dataset in ("esnli", "anli1"):
+            assert import_cli.main(["--format", "release", "--dataset", dataset, "--src", str(release_dir),
+                                    "--out", out, "--limit", "200"]) == 0
+
+    return built_once(tmp_path_factory, "imported_release", build) / "data"
 
 
 @pytest.fixture(scope="session")
@@ -102,10 +147,12 @@ def letters_root(tmp_path_factory):
     import synthetic_letters
     from dsbs_jax.data.vocab import train_sentencepiece
 
-    root = tmp_path_factory.mktemp("letters")
-    spm = train_sentencepiece(synthetic_letters.vocab_texts(), str(root / "spm"), vocab_size=64)
-    synthetic_letters.write_dataset(root / "data")
-    return root / "data", spm
+    def build(root: pathlib.Path) -> None:
+        train_sentencepiece(synthetic_letters.vocab_texts(), str(root / "spm"), vocab_size=64)
+        synthetic_letters.write_dataset(root / "data")
+
+    root = built_once(tmp_path_factory, "letters", build)
+    return root / "data", str(root / "spm.model")
 
 
 @pytest.fixture(scope="session")
@@ -113,8 +160,10 @@ def letters_run(letters_root, tmp_path_factory) -> pathlib.Path:
     """A finished `dsbs train` run (a real subprocess) of `synthetic_letters.train_flags`; read-only (copy it to change it)."""
     import synthetic_letters
 
-    run = tmp_path_factory.mktemp("letters_run") / "run"
-    result = subprocess.run([sys.executable, "-m", "dsbs_jax.cli", "train", *synthetic_letters.train_flags(run)],
-                            env=synthetic_letters.dsbs_env(*letters_root), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run
+    def build(root: pathlib.Path) -> None:
+        result = subprocess.run([sys.executable, "-m", "dsbs_jax.cli", "train", *synthetic_letters.train_flags(root / "run")],
+                                env=synthetic_letters.dsbs_env(*letters_root), capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    return built_once(tmp_path_factory, "letters_run", build) / "run"

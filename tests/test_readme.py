@@ -57,7 +57,7 @@ def test_readme_is_short_and_every_block_has_a_runner():
 
 
 def test_ci_runs_the_readmes_test_command():
-    """.ci/run runs the test command; the demo's 9 minutes stay out of CI (tests/test_demo.py runs
+    """.ci/run runs the test command; the demo's 5-9 minutes stay out of CI (tests/test_demo.py runs
     `dsbs demo` in its quick mode)."""
     commands = [line for body in section(SETUP, "bash") for line in body.splitlines() if line.strip()]
     assert commands == [

@@ -28,9 +28,8 @@ import tempfile
 from typing import Callable
 
 # LLVM's optimizations cost more compile time than they save run time on the tests' tiny models: without
-# them the suite takes ~15 % less CPU (tests/test_train_losses.py + test_decoding.py: 57 -> 46 s; the quick
-# demo + test_train_e2e.py: 153 -> 132 s). Every comparison in the tests is between runs under the same
-# flags or within a tolerance. A user's own --xla_backend_optimization_level in XLA_FLAGS wins.
+# them `.ci/run` used 8.5 % less CPU (2,471 -> 2,261 s; benchmarks/RESULTS.md). Every comparison in the
+# tests is between runs under the same flags or within a tolerance. XLA_FLAGS's own level wins.
 for _flag, _kept in (("--xla_force_host_platform_device_count=8", "--xla_force_host_platform_device_count=8"),
                      ("--xla_backend_optimization_level=0", "--xla_backend_optimization_level")):
     if _kept not in os.environ.get("XLA_FLAGS", ""):  # pytest-xdist workers inherit the controller's

@@ -225,10 +225,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="read a T5X grid's evaluation metrics (--out) and write its tables and plots there")
     p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
     a = p.parse_args(argv)
-    from dsbs_jax.flags import check_writable
-
-
-    problem = check_writable(a.out, "--out")  # before any import or training writes there
+    problem = flags.check_writable(a.out, "--out")  # before any import or training writes there
     if problem:
         print(f"dsbs sweep: error: {problem}", file=sys.stderr)
         return 2
